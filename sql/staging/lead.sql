@@ -1,0 +1,33 @@
+-- Leads as they stood on the run date: status from the last 'Status' change in lead_history
+-- created on or before then (else the lead's own status), and converted only if the conversion
+-- happened on or before then.
+WITH last_status AS (
+  SELECT lead_id, new_value AS status, created_date AS status_changed_at
+  FROM (
+    SELECT h.*, ROW_NUMBER() OVER (PARTITION BY h.lead_id ORDER BY h.created_date DESC, h.id DESC) AS change_rank
+    FROM known.lead_history AS h
+    WHERE LOWER(h.field) = 'status'
+  ) AS ranked
+  WHERE change_rank = 1
+)
+SELECT
+  l.id,
+  l.name,
+  l.company,
+  l.email,
+  COALESCE(s.status, l.status) AS status,
+  s.status_changed_at,
+  l.lead_source,
+  l.industry,
+  l.country,
+  l.number_of_employees,
+  l.owner_id,
+  COALESCE(l.is_converted AND l.converted_date < CAST({{as_of_end}} AS DATE), false) AS is_converted,
+  CASE WHEN l.converted_date < CAST({{as_of_end}} AS DATE) THEN l.converted_date END AS converted_date,
+  CASE WHEN l.converted_date < CAST({{as_of_end}} AS DATE) THEN l.converted_account_id END AS converted_account_id,
+  CASE WHEN l.converted_date < CAST({{as_of_end}} AS DATE) THEN l.converted_contact_id END AS converted_contact_id,
+  CASE WHEN l.converted_date < CAST({{as_of_end}} AS DATE) THEN l.converted_opportunity_id END AS converted_opportunity_id,
+  l.created_date,
+  l._version_exact
+FROM known.lead AS l
+LEFT JOIN last_status AS s ON s.lead_id = l.id

@@ -1,0 +1,40 @@
+-- Deals as they stood on the run date. The opportunity row is only the latest state, so stage,
+-- amount, close date, probability and forecast category come from the deal's last
+-- opportunity_history row created on or before the as-of date; won/closed follow from that stage
+-- in the stage catalog. A deal with no history row known then keeps its own row's values and says
+-- so (state_from_history = false): its as-of state is a guess, not a fact.
+WITH last_change AS (
+  SELECT *
+  FROM (
+    SELECT h.*,
+      ROW_NUMBER() OVER (PARTITION BY h.opportunity_id ORDER BY h.created_date DESC, h.id DESC) AS change_rank
+    FROM known.opportunity_history AS h
+  ) AS ranked
+  WHERE change_rank = 1
+)
+SELECT
+  o.id,
+  o.account_id,
+  o.owner_id,
+  o.name,
+  o.type,
+  CASE WHEN h.opportunity_id IS NULL THEN o.stage_name ELSE h.stage_name END AS stage_name,
+  CASE WHEN h.opportunity_id IS NULL THEN o.amount ELSE h.amount END AS amount,
+  o.currency_iso_code,
+  CASE WHEN h.opportunity_id IS NULL THEN o.close_date ELSE h.close_date END AS close_date,
+  CASE WHEN h.opportunity_id IS NULL THEN o.probability ELSE h.probability END AS probability,
+  CASE WHEN h.opportunity_id IS NULL THEN o.forecast_category ELSE h.forecast_category END AS forecast_category,
+  COALESCE(s.is_closed, CASE WHEN h.opportunity_id IS NULL OR h.stage_name = o.stage_name THEN o.is_closed END) AS is_closed,
+  COALESCE(s.is_won, CASE WHEN h.opportunity_id IS NULL OR h.stage_name = o.stage_name THEN o.is_won END) AS is_won,
+  s.sort_order AS stage_order,
+  o.lead_source,
+  o.campaign_id,
+  o.next_step,
+  o.created_date,
+  h.created_date AS last_changed_at,
+  h.opportunity_id IS NOT NULL AS state_from_history,
+  o._version_exact
+FROM known.opportunity AS o
+LEFT JOIN last_change AS h ON h.opportunity_id = o.id
+LEFT JOIN known.opportunity_stage AS s
+  ON s.master_label = CASE WHEN h.opportunity_id IS NULL THEN o.stage_name ELSE h.stage_name END

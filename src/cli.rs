@@ -1,0 +1,194 @@
+//! The command line: one subcommand per thing a RevOps user or analyst does.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use chrono::NaiveDate;
+use clap::{Parser, Subcommand};
+
+use crate::catalog::{AsOf, LakeSession};
+use crate::contract::Contract;
+use crate::error::{Error, Result};
+use crate::generate::GenerateOptions;
+use crate::lake::Lake;
+use crate::query::OutputFormat;
+
+/// The demo lake: generated here on first use, git-ignored.
+pub const DEFAULT_LAKE: &str = "lakes/demo";
+
+#[derive(Parser, Debug)]
+#[command(name = "gtm-loop", version, about = "Turns a go-to-market data lake into a learning loop")]
+pub struct Cli {
+    /// The lake: a local folder or an s3://, gs://, az:// URL.
+    #[arg(long, global = true, env = "GTM_LOOP_LAKE", default_value = DEFAULT_LAKE)]
+    pub lake: String,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// The scheduled cadence: generate the demo lake if absent, validate it, print the findings.
+    Run {
+        /// See the lake as it stood at the end of this day (YYYY-MM-DD).
+        #[arg(long)]
+        as_of: Option<NaiveDate>,
+        /// Opportunities to generate when the lake is empty.
+        #[arg(long, default_value_t = 2_000)]
+        opportunities: u64,
+    },
+    /// Write a deterministic demo lake (replaces raw/ and truth.json; outputs are kept).
+    Generate {
+        #[arg(long, default_value_t = 2_000)]
+        opportunities: u64,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// Last day of generated history.
+        #[arg(long, default_value = "2026-09-30")]
+        end: NaiveDate,
+        /// Days of history.
+        #[arg(long, default_value_t = 730)]
+        days: u32,
+        /// Days of daily usage kept per customer.
+        #[arg(long, default_value_t = 90)]
+        usage_days: u32,
+    },
+    /// Check the lake against its contract and publish data-quality findings.
+    Validate {
+        #[arg(long)]
+        as_of: Option<NaiveDate>,
+    },
+    /// Run a read-only SQL statement over every layer (raw, known, staging, output).
+    Query {
+        sql: String,
+        #[arg(long)]
+        as_of: Option<NaiveDate>,
+        #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+        format: OutputFormat,
+        /// Write to this file instead of standard output (required for parquet).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// List every table with its row count.
+    Tables {
+        #[arg(long)]
+        as_of: Option<NaiveDate>,
+    },
+    /// Columns, types and meaning of one table.
+    Describe {
+        table: String,
+        #[arg(long)]
+        as_of: Option<NaiveDate>,
+    },
+    /// Load an export into the lake through a mapping file (data/mappings/<name>.toml).
+    Import {
+        /// A mapping name (maven_crm, olist_marketing_funnel) or a path to a mapping file.
+        mapping: String,
+        /// The folder holding the export's files.
+        #[arg(long)]
+        source: PathBuf,
+    },
+    /// Print the lake contract as Markdown (data/contract/CONTRACT.md is this output).
+    Contract,
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            match e {
+                Error::Contract { .. } | Error::Refused(_) | Error::Config { .. } => ExitCode::from(2),
+                _ => ExitCode::FAILURE,
+            }
+        }
+    }
+}
+
+pub async fn run(cli: Cli) -> Result<()> {
+    let lake = Lake::open(&cli.lake)?;
+    let mut stdout = std::io::stdout().lock();
+    match cli.command {
+        Command::Run { as_of, opportunities } => {
+            if lake.list("raw/").await?.is_empty() {
+                eprintln!("no raw data in {}: generating the demo lake ({opportunities} opportunities)", lake.url);
+                crate::generate::generate(&lake, &GenerateOptions { opportunities, ..Default::default() }).await?;
+            }
+            let session = LakeSession::open(&lake, AsOf(as_of)).await?;
+            let report = crate::validate::run(&session).await?;
+            write!(stdout, "{}", crate::validate::summary(&report.findings))?;
+            writeln!(
+                stdout,
+                "published run {} (output.data_quality, as of {})",
+                report.manifest.run_id, report.manifest.as_of
+            )?;
+        }
+        Command::Generate { opportunities, seed, end, days, usage_days } => {
+            let truth =
+                crate::generate::generate(&lake, &GenerateOptions { opportunities, seed, end, days, usage_days })
+                    .await?;
+            for (table, rows) in &truth.row_counts {
+                writeln!(stdout, "  {table:<28} {rows:>12} rows")?;
+            }
+            writeln!(stdout, "truth file: {}truth.json", lake.url)?;
+        }
+        Command::Validate { as_of } => {
+            let session = LakeSession::open(&lake, AsOf(as_of)).await?;
+            let report = crate::validate::run(&session).await?;
+            write!(stdout, "{}", crate::validate::summary(&report.findings))?;
+            writeln!(
+                stdout,
+                "published run {} (output.data_quality, as of {})",
+                report.manifest.run_id, report.manifest.as_of
+            )?;
+        }
+        Command::Query { sql, as_of, format, out } => {
+            let session = open_for_reading(&lake, AsOf(as_of)).await?;
+            let batches = crate::query::run(&session, &sql).await?;
+            match out {
+                Some(path) => {
+                    let mut file = std::fs::File::create(&path)?;
+                    crate::query::write(&batches, format, &mut file)?;
+                    let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+                    eprintln!("wrote {rows} rows to {}", path.display());
+                }
+                None if format == OutputFormat::Parquet => {
+                    return Err(Error::Other("--format parquet needs --out FILE".into()));
+                }
+                None => crate::query::write(&batches, format, &mut stdout)?,
+            }
+        }
+        Command::Tables { as_of } => {
+            let session = open_for_reading(&lake, AsOf(as_of)).await?;
+            write!(stdout, "{}", crate::query::tables(&session).await?)?;
+        }
+        Command::Describe { table, as_of } => {
+            let session = open_for_reading(&lake, AsOf(as_of)).await?;
+            write!(stdout, "{}", crate::query::describe(&session, &table).await?)?;
+        }
+        Command::Import { mapping, source } => {
+            let summary = crate::import::import(&lake, &mapping, &source).await?;
+            write!(stdout, "{summary}")?;
+        }
+        Command::Contract => {
+            write!(stdout, "{}", Contract::builtin().to_markdown())?;
+        }
+    }
+    Ok(())
+}
+
+/// Queries run on a lake with contract problems (analysts need to look at broken data), but say so.
+async fn open_for_reading(lake: &Lake, as_of: AsOf) -> Result<LakeSession> {
+    let session = LakeSession::open(lake, as_of).await?;
+    let problems = session.contract_problems();
+    if !problems.is_empty() {
+        eprintln!(
+            "warning: {} contract problem(s); the tables concerned read as empty. Run `gtm-loop validate` for details.",
+            problems.len()
+        );
+    }
+    Ok(session)
+}

@@ -1,0 +1,75 @@
+//! Errors a user can act on: each names the file, table or column at fault and what to do next.
+
+use std::fmt;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{file}: {message}")]
+    Config { file: String, message: String },
+
+    #[error("the lake at {lake} breaks its contract:\n{}", ContractList(.problems))]
+    Contract { lake: String, problems: Vec<ContractProblem> },
+
+    #[error("cannot open lake {location}: {message}")]
+    Lake { location: String, message: String },
+
+    #[error("refused: {0}")]
+    Refused(String),
+
+    #[error(transparent)]
+    DataFusion(#[from] datafusion::error::DataFusionError),
+
+    #[error(transparent)]
+    Arrow(#[from] datafusion::arrow::error::ArrowError),
+
+    #[error(transparent)]
+    Parquet(#[from] datafusion::parquet::errors::ParquetError),
+
+    #[error(transparent)]
+    ObjectStore(#[from] object_store::Error),
+
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+
+    #[error("{0}")]
+    Other(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// One way a lake breaks the contract, with where and how to fix it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContractProblem {
+    pub table: String,
+    pub file: Option<String>,
+    pub column: Option<String>,
+    pub problem: String,
+    pub fix: String,
+}
+
+impl fmt::Display for ContractProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "table {}", self.table)?;
+        if let Some(file) = &self.file {
+            write!(f, ", file {file}")?;
+        }
+        if let Some(col) = &self.column {
+            write!(f, ", column {col}")?;
+        }
+        write!(f, ": {}. Fix: {}", self.problem, self.fix)
+    }
+}
+
+struct ContractList<'a>(&'a [ContractProblem]);
+
+impl fmt::Display for ContractList<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, p) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "  - {p}")?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,18 @@
+//! gtm-loop: a go-to-market data lake turned into a learning loop.
+//! The library does the work; `main.rs` is a thin `clap` front end over `cli::run`.
+
+pub mod catalog;
+pub mod cli;
+pub mod contract;
+pub mod error;
+pub mod generate;
+pub mod import;
+pub mod lake;
+pub mod publish;
+pub mod query;
+pub mod rowbuf;
+pub mod validate;
+
+pub use catalog::{AsOf, LakeSession};
+pub use error::{Error, Result};
+pub use lake::Lake;

@@ -1,0 +1,3 @@
+fn main() -> std::process::ExitCode {
+    gtm_loop::cli::main()
+}

@@ -1,0 +1,281 @@
+//! The one way jobs publish tables: data files go under a run-specific folder, then a manifest is
+//! written in a single put. Readers only follow manifests, so a run is visible whole or not at all.
+//!
+//! Layout under the lake root:
+//!   output/<table>/as_of=<date>/run=<run_id>/part-00000.parquet   data (invisible until committed)
+//!   output/_runs/<run_id>.json                                    the commit marker and manifest
+//! For each (table, as-of date) readers take the newest committed run, so re-running a date
+//! replaces its outputs atomically and leaves other dates alone.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use chrono::{SecondsFormat, Utc};
+use datafusion::arrow::array::{ArrayRef, RecordBatch, StringArray};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::datasource::MemTable;
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig};
+use datafusion::parquet::arrow::ArrowWriter;
+use datafusion::parquet::basic::{Compression, ZstdLevel};
+use datafusion::parquet::file::properties::WriterProperties;
+use serde::{Deserialize, Serialize};
+
+use crate::catalog::{AsOf, LakeSession};
+use crate::error::{Error, Result};
+use crate::lake::Lake;
+
+pub const RUNS_DIR: &str = "output/_runs";
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct FileEntry {
+    pub path: String,
+    pub bytes: u64,
+    pub rows: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TableEntry {
+    pub name: String,
+    pub rows: u64,
+    pub files: Vec<FileEntry>,
+    pub columns: Vec<(String, String)>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct InputFingerprint {
+    pub table: String,
+    pub files: u64,
+    pub bytes: u64,
+    /// Hash of every file's path, size and last-modified time: changes when any input changes.
+    pub fingerprint: String,
+}
+
+/// The commit marker of one run: what it read, what it wrote, with which code and playbook.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Manifest {
+    pub run_id: String,
+    pub job: String,
+    pub as_of: String,
+    pub started_at: String,
+    pub committed_at: String,
+    pub code_version: String,
+    pub playbook_version: Option<String>,
+    pub inputs: Vec<InputFingerprint>,
+    pub tables: Vec<TableEntry>,
+    pub timings_ms: BTreeMap<String, u64>,
+    pub notes: Vec<String>,
+}
+
+/// Collects a run's tables; nothing is visible until `commit`.
+pub struct RunWriter {
+    lake: Lake,
+    job: String,
+    as_of: AsOf,
+    run_id: String,
+    started_at: String,
+    started: Instant,
+    tables: Vec<TableEntry>,
+    inputs: Vec<InputFingerprint>,
+    timings_ms: BTreeMap<String, u64>,
+    notes: Vec<String>,
+}
+
+impl RunWriter {
+    pub fn begin(lake: &Lake, job: &str, as_of: AsOf) -> RunWriter {
+        let now = Utc::now();
+        let run_id = format!("{}-{}-{}-p{}", now.format("%Y%m%dT%H%M%S%.6fZ"), job, as_of.label(), std::process::id());
+        RunWriter {
+            lake: lake.clone(),
+            job: job.to_string(),
+            as_of,
+            run_id,
+            started_at: now.to_rfc3339_opts(SecondsFormat::Millis, true),
+            started: Instant::now(),
+            tables: Vec::new(),
+            inputs: Vec::new(),
+            timings_ms: BTreeMap::new(),
+            notes: Vec::new(),
+        }
+    }
+
+    pub fn run_id(&self) -> &str {
+        &self.run_id
+    }
+
+    /// Records what the run read, from the session's inventory of landed files.
+    pub fn record_inputs(&mut self, session: &LakeSession) {
+        for landed in session.landed.iter().filter(|l| l.present()) {
+            let mut h = Fnv64::default();
+            for f in &landed.files {
+                h.write(f.location.as_ref().as_bytes());
+                h.write(&f.size.to_le_bytes());
+                h.write(f.last_modified.to_rfc3339().as_bytes());
+            }
+            self.inputs.push(InputFingerprint {
+                table: landed.table.name.clone(),
+                files: landed.files.len() as u64,
+                bytes: landed.files.iter().map(|f| f.size).sum(),
+                fingerprint: format!("{:016x}", h.0),
+            });
+        }
+    }
+
+    pub fn timing(&mut self, step: &str, ms: u64) {
+        self.timings_ms.insert(step.to_string(), ms);
+    }
+
+    pub fn note(&mut self, note: impl Into<String>) {
+        self.notes.push(note.into());
+    }
+
+    /// Writes one table of the run (an `as_of_date` column is added first so tables read across
+    /// dates stay distinguishable). The file is not visible until the run commits.
+    pub async fn write_table(&mut self, name: &str, schema: SchemaRef, batches: &[RecordBatch]) -> Result<()> {
+        if self.tables.iter().any(|t| t.name == name) {
+            return Err(Error::Other(format!("run {} writes table {name} twice", self.run_id)));
+        }
+        let mut fields = vec![Arc::new(Field::new("as_of_date", DataType::Utf8, false))];
+        fields.extend(schema.fields().iter().cloned());
+        let out_schema = Arc::new(Schema::new(fields));
+        let props = WriterProperties::builder().set_compression(Compression::ZSTD(ZstdLevel::default())).build();
+        let mut buf = Vec::new();
+        let mut writer = ArrowWriter::try_new(&mut buf, out_schema.clone(), Some(props))?;
+        let label = self.as_of.label();
+        let mut rows = 0u64;
+        for batch in batches {
+            let as_of: ArrayRef = Arc::new(StringArray::from(vec![label.as_str(); batch.num_rows()]));
+            let mut cols = vec![as_of];
+            cols.extend(batch.columns().iter().cloned());
+            writer.write(&RecordBatch::try_new(out_schema.clone(), cols)?)?;
+            rows += batch.num_rows() as u64;
+        }
+        writer.close()?;
+        let rel = format!("output/{name}/as_of={label}/run={}/part-00000.parquet", self.run_id);
+        let bytes = buf.len() as u64;
+        self.lake.put(&rel, buf).await?;
+        if std::env::var("GTM_LOOP_FAIL_AFTER_WRITE").is_ok_and(|v| v == name) {
+            // Test hook: a crash after data files exist but before the commit marker.
+            return Err(Error::Other(format!("GTM_LOOP_FAIL_AFTER_WRITE: failing after writing {rel}")));
+        }
+        self.tables.push(TableEntry {
+            name: name.to_string(),
+            rows,
+            files: vec![FileEntry { path: rel, bytes, rows }],
+            columns: out_schema.fields().iter().map(|f| (f.name().clone(), f.data_type().to_string())).collect(),
+        });
+        Ok(())
+    }
+
+    /// Publishes the run in one step: the manifest put. Returns the manifest.
+    pub async fn commit(mut self) -> Result<Manifest> {
+        self.timings_ms.insert("total".into(), self.started.elapsed().as_millis() as u64);
+        let manifest = Manifest {
+            run_id: self.run_id.clone(),
+            job: self.job.clone(),
+            as_of: self.as_of.label(),
+            started_at: self.started_at.clone(),
+            committed_at: Utc::now().to_rfc3339_opts(SecondsFormat::Micros, true),
+            code_version: env!("CARGO_PKG_VERSION").to_string(),
+            playbook_version: None,
+            inputs: std::mem::take(&mut self.inputs),
+            tables: std::mem::take(&mut self.tables),
+            timings_ms: std::mem::take(&mut self.timings_ms),
+            notes: std::mem::take(&mut self.notes),
+        };
+        let json = serde_json::to_vec_pretty(&manifest).map_err(|e| Error::Other(e.to_string()))?;
+        self.lake.put(&format!("{RUNS_DIR}/{}.json", manifest.run_id), json).await?;
+        Ok(manifest)
+    }
+}
+
+/// Every committed run, oldest first. A manifest that does not parse is skipped with a warning:
+/// it cannot be a complete commit (puts are atomic), so it is somebody else's file.
+pub async fn committed_runs(lake: &Lake) -> Result<Vec<Manifest>> {
+    let mut runs = Vec::new();
+    for item in lake.list(&format!("{RUNS_DIR}/")).await? {
+        let rel = lake.relative(&item.location);
+        if !rel.ends_with(".json") {
+            continue;
+        }
+        let bytes = lake.get(&rel).await?;
+        match serde_json::from_slice::<Manifest>(&bytes) {
+            Ok(m) => runs.push(m),
+            Err(e) => eprintln!("warning: skipping {rel}: not a run manifest ({e})"),
+        }
+    }
+    runs.sort_by(|a, b| a.committed_at.cmp(&b.committed_at).then(a.run_id.cmp(&b.run_id)));
+    Ok(runs)
+}
+
+/// The files readers see for each output table: per as-of date, those of the newest committed run.
+pub fn visible_files(runs: &[Manifest]) -> BTreeMap<String, Vec<String>> {
+    let mut latest: BTreeMap<(String, String), &TableEntry> = BTreeMap::new();
+    for run in runs {
+        for t in &run.tables {
+            latest.insert((t.name.clone(), run.as_of.clone()), t);
+        }
+    }
+    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for ((name, _), entry) in latest {
+        out.entry(name).or_default().extend(entry.files.iter().map(|f| f.path.clone()));
+    }
+    out
+}
+
+/// Registers `output.<table>` for every published table and `output.runs` for the manifests.
+pub async fn register_outputs(session: &LakeSession) -> Result<()> {
+    let runs = committed_runs(&session.lake).await?;
+    for (name, files) in visible_files(&runs) {
+        let urls = files.iter().map(|f| session.lake.listing_url(f)).collect::<Result<Vec<_>>>()?;
+        let options = ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
+        let config = ListingTableConfig::new_with_multi_paths(urls)
+            .with_listing_options(options)
+            .infer_schema(&session.ctx.state())
+            .await?;
+        session.ctx.register_table(format!("output.{name}"), Arc::new(ListingTable::try_new(config)?))?;
+    }
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("run_id", DataType::Utf8, false),
+        Field::new("job", DataType::Utf8, false),
+        Field::new("as_of", DataType::Utf8, false),
+        Field::new("committed_at", DataType::Utf8, false),
+        Field::new("tables", DataType::Utf8, false),
+        Field::new("code_version", DataType::Utf8, false),
+    ]));
+    let col = |f: &dyn Fn(&Manifest) -> String| -> ArrayRef {
+        Arc::new(StringArray::from(runs.iter().map(f).collect::<Vec<_>>()))
+    };
+    let batch = RecordBatch::try_new(
+        schema.clone(),
+        vec![
+            col(&|m| m.run_id.clone()),
+            col(&|m| m.job.clone()),
+            col(&|m| m.as_of.clone()),
+            col(&|m| m.committed_at.clone()),
+            col(&|m| m.tables.iter().map(|t| format!("{}({})", t.name, t.rows)).collect::<Vec<_>>().join(", ")),
+            col(&|m| m.code_version.clone()),
+        ],
+    )?;
+    session.ctx.register_table("output.runs", Arc::new(MemTable::try_new(schema, vec![vec![batch]])?))?;
+    Ok(())
+}
+
+/// FNV-1a: a small, stable hash for input fingerprints (not for security).
+struct Fnv64(u64);
+
+impl Default for Fnv64 {
+    fn default() -> Self {
+        Fnv64(0xcbf29ce484222325)
+    }
+}
+
+impl Fnv64 {
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 ^= u64::from(*b);
+            self.0 = self.0.wrapping_mul(0x100000001b3);
+        }
+    }
+}
