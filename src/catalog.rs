@@ -369,7 +369,16 @@ impl LakeSession {
             Some(d) => format!("DATE '{d}'"),
             None => "DATE '2199-12-31'".into(),
         };
-        sql.replace("{{as_of_end}}", &self.as_of.end_literal()).replace("{{as_of_date}}", &date)
+        let mut sql = sql.replace("{{as_of_end}}", &self.as_of.end_literal()).replace("{{as_of_date}}", &date);
+        // {{landed:table.column}}: whether the lake carries that column at all.
+        while let Some(start) = sql.find("{{landed:") {
+            let Some(len) = sql[start..].find("}}") else { break };
+            let spec = &sql[start + 9..start + len];
+            let (table, column) = spec.split_once('.').unwrap_or((spec, ""));
+            let landed = self.landed(table).is_some_and(|l| l.field(column).is_some());
+            sql.replace_range(start..start + len + 2, if landed { "TRUE" } else { "FALSE" });
+        }
+        sql
     }
 
     async fn register_raw(&self, landed: &Landed) -> Result<()> {

@@ -2,7 +2,8 @@
 -- amount, close date, probability and forecast category come from the deal's last
 -- opportunity_history row created on or before the as-of date; won/closed follow from that stage
 -- in the stage catalog. A deal with no history row known then keeps its own row's values and says
--- so (state_from_history = false): its as-of state is a guess, not a fact.
+-- so (state_from_history = false): its as-of state is a guess, not a fact. A field the lake's
+-- history does not carry at all ({{landed:...}} is false) also comes from the opportunity row.
 WITH last_change AS (
   SELECT *
   FROM (
@@ -18,12 +19,12 @@ SELECT
   o.owner_id,
   o.name,
   o.type,
-  CASE WHEN h.opportunity_id IS NULL THEN o.stage_name ELSE h.stage_name END AS stage_name,
-  CASE WHEN h.opportunity_id IS NULL THEN o.amount ELSE h.amount END AS amount,
+  CASE WHEN h.opportunity_id IS NULL OR NOT {{landed:opportunity_history.stage_name}} THEN o.stage_name ELSE h.stage_name END AS stage_name,
+  CASE WHEN h.opportunity_id IS NULL OR NOT {{landed:opportunity_history.amount}} THEN o.amount ELSE h.amount END AS amount,
   o.currency_iso_code,
-  CASE WHEN h.opportunity_id IS NULL THEN o.close_date ELSE h.close_date END AS close_date,
-  CASE WHEN h.opportunity_id IS NULL THEN o.probability ELSE h.probability END AS probability,
-  CASE WHEN h.opportunity_id IS NULL THEN o.forecast_category ELSE h.forecast_category END AS forecast_category,
+  CASE WHEN h.opportunity_id IS NULL OR NOT {{landed:opportunity_history.close_date}} THEN o.close_date ELSE h.close_date END AS close_date,
+  CASE WHEN h.opportunity_id IS NULL OR NOT {{landed:opportunity_history.probability}} THEN o.probability ELSE h.probability END AS probability,
+  CASE WHEN h.opportunity_id IS NULL OR NOT {{landed:opportunity_history.forecast_category}} THEN o.forecast_category ELSE h.forecast_category END AS forecast_category,
   COALESCE(s.is_closed, CASE WHEN h.opportunity_id IS NULL OR h.stage_name = o.stage_name THEN o.is_closed END) AS is_closed,
   COALESCE(s.is_won, CASE WHEN h.opportunity_id IS NULL OR h.stage_name = o.stage_name THEN o.is_won END) AS is_won,
   s.sort_order AS stage_order,
@@ -37,4 +38,4 @@ SELECT
 FROM known.opportunity AS o
 LEFT JOIN last_change AS h ON h.opportunity_id = o.id
 LEFT JOIN known.opportunity_stage AS s
-  ON s.master_label = CASE WHEN h.opportunity_id IS NULL THEN o.stage_name ELSE h.stage_name END
+  ON s.master_label = CASE WHEN h.opportunity_id IS NULL OR NOT {{landed:opportunity_history.stage_name}} THEN o.stage_name ELSE h.stage_name END
