@@ -118,7 +118,9 @@ fn query_writes_table_csv_json_and_parquet() {
     .unwrap();
     let batches: Vec<_> = reader.map(|b| b.unwrap()).collect();
     assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 1);
-    let ids = batches[0].column(0).as_any().downcast_ref::<StringArray>().unwrap();
+    let ids =
+        datafusion::arrow::compute::cast(batches[0].column(0), &datafusion::arrow::datatypes::DataType::Utf8).unwrap();
+    let ids = ids.as_any().downcast_ref::<StringArray>().unwrap();
     let amounts = batches[0].column(1).as_any().downcast_ref::<Float64Array>().unwrap();
     assert_eq!((ids.value(0), amounts.value(0)), ("O1", 100.0));
 }
