@@ -8,7 +8,7 @@ use common::*;
 use datafusion::arrow::array::{
     ArrayRef, Date32Array, Float64Array, Int32Array, RecordBatch, StringArray, TimestampNanosecondArray,
 };
-use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+use datafusion::arrow::datatypes::{Field, Schema};
 use datafusion::parquet::arrow::ArrowWriter;
 
 const USERS: &str = "id,name,created_date\nU1,Dana Lee,2023-01-01\n";
