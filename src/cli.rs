@@ -89,6 +89,17 @@ pub enum Command {
         #[arg(long)]
         source: PathBuf,
     },
+    /// Time the cadence on a scaled generated lake: wall time and peak memory per step.
+    Bench {
+        #[arg(long, default_value_t = 100_000)]
+        opportunities: u64,
+        /// Reuse the lake as it is instead of generating it.
+        #[arg(long)]
+        skip_generate: bool,
+        /// The as-of date of the timed run.
+        #[arg(long, default_value = "2026-06-30")]
+        as_of: NaiveDate,
+    },
     /// Print the lake contract as Markdown (data/contract/CONTRACT.md is this output).
     Contract,
 }
@@ -172,6 +183,10 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Import { mapping, source } => {
             let summary = crate::import::import(&lake, &mapping, &source).await?;
             write!(stdout, "{summary}")?;
+        }
+        Command::Bench { opportunities, skip_generate, as_of } => {
+            let steps = crate::bench::run(&lake, opportunities, skip_generate, as_of).await?;
+            write!(stdout, "{}", crate::bench::render(&steps, opportunities))?;
         }
         Command::Contract => {
             write!(stdout, "{}", Contract::builtin().to_markdown())?;

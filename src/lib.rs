@@ -1,6 +1,7 @@
 //! gtm-loop: a go-to-market data lake turned into a learning loop.
 //! The library does the work; `main.rs` is a thin `clap` front end over `cli::run`.
 
+pub mod bench;
 pub mod catalog;
 pub mod cli;
 pub mod contract;
