@@ -117,6 +117,11 @@ pub async fn run(session: &LakeSession) -> Result<Report> {
 /// Every check over every contract table, in contract order.
 pub async fn check_all(session: &LakeSession) -> Result<Vec<Finding>> {
     let contract = Contract::builtin();
+    let catalog = session.ctx.catalog("datafusion").ok_or_else(|| Error::Other("no default catalog".into()))?;
+    if catalog.schema("validate_cache").is_none() {
+        catalog
+            .register_schema("validate_cache", std::sync::Arc::new(datafusion::catalog::MemorySchemaProvider::new()))?;
+    }
     let mut out = Vec::new();
     for table in &contract.tables {
         let landed = session.landed(&table.name).expect("inspected every contract table");
@@ -149,7 +154,11 @@ pub async fn check_all(session: &LakeSession) -> Result<Vec<Finding>> {
         let key = &table.key;
         let key_expr =
             key.iter().map(|k| format!("CAST({} AS VARCHAR)", quote(k))).collect::<Vec<_>>().join(" || '/' || ");
-        let known = format!("known.{}", quote(&table.name));
+        // Every check below reads this table's known rows: compute the as-of view (a window over
+        // all versions) once, hold it in memory for this table's checks, then drop it.
+        let cached = session.ctx.sql(&format!("SELECT * FROM known.{}", quote(&table.name))).await?.cache().await?;
+        session.ctx.register_table(format!("validate_cache.{}", table.name), cached.into_view())?;
+        let known = format!("validate_cache.{}", quote(&table.name));
         let total = scalar(session, &format!("SELECT COUNT(*) FROM {known}")).await?;
         for col in &landed.missing_optional {
             out.push(Finding {
@@ -289,29 +298,32 @@ pub async fn check_all(session: &LakeSession) -> Result<Vec<Finding>> {
                 }
             }
             if col.category {
-                let sql = format!(
-                    "SELECT norm, v, COUNT(*) AS n FROM (SELECT {c} AS v, LOWER(regexp_replace({c}, '[^A-Za-z0-9]', '', 'g')) AS norm \
-                     FROM {known} WHERE {c} IS NOT NULL) AS s \
-                     WHERE norm IN (SELECT norm FROM (SELECT LOWER(regexp_replace({c}, '[^A-Za-z0-9]', '', 'g')) AS norm, {c} AS v FROM {known} WHERE {c} IS NOT NULL) AS q GROUP BY norm HAVING COUNT(DISTINCT v) > 1) \
-                     GROUP BY norm, v ORDER BY norm, n DESC, v"
-                );
-                let spellings = rows(session, &sql).await?;
-                let mut i = 0;
-                while i < spellings.len() {
-                    let norm = spellings[i][0].clone();
-                    let group: Vec<&Vec<String>> = spellings[i..].iter().take_while(|r| r[0] == norm).collect();
-                    i += group.len();
-                    let minority: i64 = group.iter().skip(1).map(|r| r[2].parse::<i64>().unwrap_or(0)).sum();
+                // One pass: every distinct spelling with its count; grouped here by the spelling
+                // reduced to lower-case letters and digits ('Paid Search', 'paid search ').
+                let values = rows(
+                    session,
+                    &format!("SELECT {c} AS v, COUNT(*) AS n FROM {known} WHERE {c} IS NOT NULL GROUP BY 1"),
+                )
+                .await?;
+                let mut groups: std::collections::BTreeMap<String, Vec<(String, i64)>> = Default::default();
+                for r in values {
+                    let norm: String =
+                        r[0].chars().filter(|ch| ch.is_alphanumeric()).flat_map(char::to_lowercase).collect();
+                    groups.entry(norm).or_default().push((r[0].clone(), r[1].parse().unwrap_or(0)));
+                }
+                for mut group in groups.into_values().filter(|g| g.len() > 1) {
+                    group.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+                    let minority: i64 = group.iter().skip(1).map(|g| g.1).sum();
                     out.push(Finding {
-                        examples: group.iter().skip(1).map(|r| r[1].clone()).collect(),
+                        examples: group.iter().skip(1).map(|g| g.0.clone()).collect(),
                         detail: format!(
                             "one category spelled {} ways: {}",
                             group.len(),
-                            group.iter().map(|r| format!("'{}' ({})", r[1], r[2])).collect::<Vec<_>>().join(", ")
+                            group.iter().map(|(v, n)| format!("'{v}' ({n})")).collect::<Vec<_>>().join(", ")
                         ),
                         fix: format!(
                             "standardise the picklist to '{}', or map the variants in an import mapping",
-                            group[0][1]
+                            group[0].0
                         ),
                         ..finding(Some(&col.name), "inconsistent_spelling", Severity::Warning, minority, total)
                     });
@@ -431,6 +443,7 @@ pub async fn check_all(session: &LakeSession) -> Result<Vec<Finding>> {
                 });
             }
         }
+        session.ctx.deregister_table(format!("validate_cache.{}", table.name))?;
     }
     Ok(out)
 }
