@@ -156,7 +156,29 @@ pub async fn check_all(session: &LakeSession) -> Result<Vec<Finding>> {
             key.iter().map(|k| format!("CAST({} AS VARCHAR)", quote(k))).collect::<Vec<_>>().join(" || '/' || ");
         // Every check below reads this table's known rows: compute the as-of view (a window over
         // all versions) once, hold it in memory for this table's checks, then drop it.
-        let cached = session.ctx.sql(&format!("SELECT * FROM known.{}", quote(&table.name))).await?.cache().await?;
+        // Only the columns some check reads are held (all of them where row rules need them).
+        let checked: Vec<String> = table
+            .columns
+            .iter()
+            .filter(|c| {
+                !table.checks.is_empty()
+                    || table.key.contains(&c.name)
+                    || c.references.is_some()
+                    || c.max_null_rate.is_some()
+                    || c.category
+                    || c.identifies
+                    || c.non_negative
+                    || c.currency
+            })
+            .map(|c| quote(&c.name))
+            .chain(["_version_exact".to_string()])
+            .collect();
+        let cached = session
+            .ctx
+            .sql(&format!("SELECT {} FROM known.{}", checked.join(", "), quote(&table.name)))
+            .await?
+            .cache()
+            .await?;
         session.ctx.register_table(format!("validate_cache.{}", table.name), cached.into_view())?;
         let known = format!("validate_cache.{}", quote(&table.name));
         let total = scalar(session, &format!("SELECT COUNT(*) FROM {known}")).await?;
