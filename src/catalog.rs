@@ -410,7 +410,7 @@ impl LakeSession {
         let table = &landed.table;
         let mut columns = table.all_columns();
         if !table.cdc {
-            columns.extend(Table { cdc: true, columns: vec![], ..table.clone() }.all_columns());
+            columns.extend(crate::contract::cdc_columns());
         }
         let select: Vec<String> = columns
             .iter()

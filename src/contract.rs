@@ -21,6 +21,26 @@ pub const CDC_COLUMNS: &[(&str, ColumnType, &str)] = &[
     ("_fivetran_active", ColumnType::Bool, "History mode: the current version."),
 ];
 
+/// Fivetran's change columns as contract columns (all optional).
+pub fn cdc_columns() -> Vec<Column> {
+    CDC_COLUMNS
+        .iter()
+        .map(|(name, ty, description)| Column {
+            name: (*name).to_string(),
+            ty: *ty,
+            required: false,
+            description: (*description).to_string(),
+            references: None,
+            max_null_rate: None,
+            category: false,
+            non_negative: false,
+            recorded_time: false,
+            currency: false,
+            identifies: false,
+        })
+        .collect()
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ColumnType {
@@ -151,21 +171,7 @@ impl Table {
     pub fn all_columns(&self) -> Vec<Column> {
         let mut cols = self.columns.clone();
         if self.cdc {
-            for (name, ty, description) in CDC_COLUMNS {
-                cols.push(Column {
-                    name: (*name).to_string(),
-                    ty: *ty,
-                    required: false,
-                    description: (*description).to_string(),
-                    references: None,
-                    max_null_rate: None,
-                    category: false,
-                    non_negative: false,
-                    recorded_time: false,
-                    currency: false,
-                    identifies: false,
-                });
-            }
+            cols.extend(cdc_columns());
         }
         cols
     }

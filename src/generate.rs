@@ -489,7 +489,7 @@ fn gen_org(opts: &GenerateOptions, start: NaiveDate, n_sellers: u64) -> Result<(
     let n_managers = n_sellers.div_ceil(7).max(4);
     let mut managers_by_region = vec![Vec::new(); REGIONS.len()];
     let mut vp_by_region = Vec::new();
-    for (r, (region, _)) in REGIONS.iter().enumerate() {
+    for (region, _) in REGIONS.iter() {
         role_n += 1;
         let role = id("00E", 0, role_n);
         roles.push(vec![
@@ -512,7 +512,6 @@ fn gen_org(opts: &GenerateOptions, start: NaiveDate, n_sellers: u64) -> Result<(
             synced.into(),
         ]);
         vp_by_region.push((vp, role));
-        let _ = r;
     }
     let mut team_roles = Vec::new();
     for m in 0..n_managers {
@@ -896,8 +895,7 @@ fn gen_chunk(
     // Opportunities.
     for o in 0..n_opps {
         let ai = rng.random_range(0..accts.len());
-        let (owner_id, owner_name, region, manager_id) = org.sellers[accts[ai].owner].clone();
-        let _ = (&manager_id, &owner_name);
+        let (owner_id, _, region, _) = org.sellers[accts[ai].owner].clone();
         let oid = id("006", chunk, o);
         let created_day = start + Days::new(rng.random_range(0..span_days as u64));
         let created = at(created_day, &mut rng).max(accts[ai].created + Duration::days(1));
@@ -1013,7 +1011,6 @@ fn gen_chunk(
                 break;
             }
         }
-        let reached_demo = demo_at.is_some();
         let close_at = outcome.map(|_| tcur);
         // Slip after Demo: a close-date push while still open.
         let mut slip_at = None;
@@ -1037,7 +1034,6 @@ fn gen_chunk(
                 }
             }
         }
-        let _ = reached_demo;
         if let Some(won) = outcome {
             if champion_mode == 1 && dark_at.is_some_and(|d| Some(d) < close_at) {
                 t.closed_dark += 1;
@@ -1262,7 +1258,7 @@ fn gen_chunk(
                     );
                     let mut mention = |tracker: &str, phrase: &str, rng: &mut ChaCha8Rng| {
                         trackers.push(vec![
-                            format!("TRK{chunk:03}{:010}", trackers_len(&trackers)).into(),
+                            format!("TRK{chunk:03}{:010}", trackers.len()).into(),
                             call_id.clone().into(),
                             oid.clone().into(),
                             (call + Duration::minutes(rng.random_range(1..45))).into(),
@@ -1399,8 +1395,7 @@ fn gen_chunk(
         } else {
             pick(&mut rng, &LEAD_SOURCES).to_string().into()
         };
-        let (r, countries) = REGIONS[rng.random_range(0..REGIONS.len())];
-        let _ = r;
+        let countries = REGIONS[rng.random_range(0..REGIONS.len())].1;
         let mut status = "Open";
         let mut when = lcreated;
         let path: &[&str] = match rng.random_range(0..10) {
@@ -1540,8 +1535,7 @@ fn gen_chunk(
         let (channel, act_rate) = ACTIVATION_RATE[rng.random_range(0..ACTIVATION_RATE.len())];
         let region_countries = REGIONS[rng.random_range(0..4)].1;
         let country = pick(&mut rng, region_countries).to_string();
-        let mut ev = |name: &str, when: NaiveDateTime, plan: &str, mrr: Option<f64>, rng: &mut ChaCha8Rng| {
-            let _ = rng;
+        let mut ev = |name: &str, when: NaiveDateTime, plan: &str, mrr: Option<f64>| {
             product.push(vec![
                 format!("{ws}-{name}").into(),
                 ws.clone().into(),
@@ -1553,7 +1547,7 @@ fn gen_chunk(
                 mrr.into(),
             ]);
         };
-        ev("signup", signup, "free", None, &mut rng);
+        ev("signup", signup, "free", None);
         // Count activation only where the 14-day window closed before the end, so rates compare.
         let window_closed = (signup + Duration::days(14)).date() <= end;
         let activated = rng.random::<f64>() < act_rate;
@@ -1566,7 +1560,7 @@ fn gen_chunk(
         if !activated || act_t.date() > end {
             continue;
         }
-        ev("activation", act_t, "free", None, &mut rng);
+        ev("activation", act_t, "free", None);
         if rng.random::<f64>() >= 0.3 {
             continue;
         }
@@ -1575,18 +1569,18 @@ fn gen_chunk(
             continue;
         }
         let mrr = [49.0, 99.0, 299.0][rng.random_range(0..3)];
-        ev("paid", paid_t, "team", Some(mrr), &mut rng);
+        ev("paid", paid_t, "team", Some(mrr));
         let ret_t = paid_t + Duration::days(90);
         if ret_t.date() > end {
             continue;
         }
         if rng.random::<f64>() < 0.75 {
-            ev("retained", ret_t, "team", Some(mrr), &mut rng);
+            ev("retained", ret_t, "team", Some(mrr));
             if rng.random::<f64>() < 0.2 && (ret_t + Duration::days(30)).date() <= end {
-                ev("expanded", ret_t + Duration::days(30), "business", Some(mrr * 3.0), &mut rng);
+                ev("expanded", ret_t + Duration::days(30), "business", Some(mrr * 3.0));
             }
         } else {
-            ev("churned", ret_t, "free", Some(0.0), &mut rng);
+            ev("churned", ret_t, "free", Some(0.0));
         }
     }
 
@@ -1611,10 +1605,6 @@ fn gen_chunk(
         files.push((format!("raw/{source}/{}/part-{chunk:05}.parquet", buf.table.name), buf.to_parquet()?));
     }
     Ok((files, t))
-}
-
-fn trackers_len(b: &RowBuf) -> usize {
-    b.len()
 }
 
 #[allow(clippy::too_many_arguments)]
