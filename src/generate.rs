@@ -5,7 +5,6 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 use chrono::{Datelike, Days, Duration, NaiveDate, NaiveDateTime};
-use indicatif::{ProgressBar, ProgressStyle};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
@@ -280,7 +279,7 @@ pub async fn generate(lake: &Lake, opts: &GenerateOptions) -> Result<Truth> {
     for dir in ["raw/", "truth.json"] {
         lake.delete_prefix(dir).await?;
     }
-    let progress = progress_bar(chunks + 1, "generating");
+    let progress = crate::progress::bar(chunks + 1, "generating", "chunks");
     let (org, org_files, mut tally) = gen_org(opts, start, n_sellers)?;
     for (path, bytes) in org_files {
         lake.put(&path, bytes).await?;
@@ -329,21 +328,6 @@ pub async fn generate(lake: &Lake, opts: &GenerateOptions) -> Result<Truth> {
         lake.url
     );
     Ok(truth)
-}
-
-fn progress_bar(len: u64, msg: &'static str) -> ProgressBar {
-    let pb = if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
-        ProgressBar::new(len)
-    } else {
-        ProgressBar::hidden()
-    };
-    pb.set_style(
-        ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} chunks {elapsed}")
-            .expect("valid template")
-            .progress_chars("=> "),
-    );
-    pb.set_message(msg);
-    pb
 }
 
 fn truth_from(opts: &GenerateOptions, start: NaiveDate, n_opps: u64, t: &Tally) -> Truth {

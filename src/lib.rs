@@ -9,6 +9,7 @@ pub mod error;
 pub mod generate;
 pub mod import;
 pub mod lake;
+pub mod progress;
 pub mod publish;
 pub mod query;
 pub mod rowbuf;

@@ -123,7 +123,9 @@ pub async fn check_all(session: &LakeSession) -> Result<Vec<Finding>> {
             .register_schema("validate_cache", std::sync::Arc::new(datafusion::catalog::MemorySchemaProvider::new()))?;
     }
     let mut out = Vec::new();
+    let progress = crate::progress::bar(contract.tables.len() as u64, "validating", "tables");
     for table in &contract.tables {
+        progress.inc(1);
         let landed = session.landed(&table.name).expect("inspected every contract table");
         let finding = |column: Option<&str>, check: &str, severity: Severity, count: i64, total: i64| Finding {
             table: table.name.clone(),
@@ -467,6 +469,7 @@ pub async fn check_all(session: &LakeSession) -> Result<Vec<Finding>> {
         }
         session.ctx.deregister_table(format!("validate_cache.{}", table.name))?;
     }
+    progress.finish_and_clear();
     Ok(out)
 }
 
