@@ -89,6 +89,20 @@ pub enum Command {
         #[arg(long)]
         source: PathBuf,
     },
+    /// Journey funnels (jobs/funnels.toml): per-step conversion, intervals, time to convert, breakdowns.
+    Funnel {
+        #[arg(long)]
+        as_of: Option<NaiveDate>,
+        /// Only this journey (default: every declared journey whose tables are landed).
+        #[arg(long)]
+        journey: Option<String>,
+        /// A journeys file instead of the built-in jobs/funnels.toml.
+        #[arg(long)]
+        journeys: Option<PathBuf>,
+        /// Also break down by this column of the journey's entity table (repeatable).
+        #[arg(long = "by")]
+        by: Vec<String>,
+    },
     /// Time the cadence on a scaled generated lake: wall time and peak memory per step.
     Bench {
         #[arg(long, default_value_t = 100_000)]
@@ -189,6 +203,13 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Import { mapping, source } => {
             let summary = crate::import::import(&lake, &mapping, &source).await?;
             write!(stdout, "{summary}")?;
+        }
+        Command::Funnel { as_of, journey, journeys, by } => {
+            let session = LakeSession::open(&lake, AsOf(as_of)).await?;
+            let declared = crate::funnel::load(journeys.as_deref())?;
+            let (_, text, manifest) = crate::funnel::run(&session, &declared, journey.as_deref(), &by).await?;
+            write!(stdout, "{text}")?;
+            writeln!(stdout, "published run {} (output.funnel_steps, output.funnel_breakdown)", manifest.run_id)?;
         }
         Command::Bench { opportunities, skip_generate, as_of } => {
             let steps = crate::bench::run(&lake, opportunities, skip_generate, as_of).await?;

@@ -6,6 +6,7 @@ pub mod catalog;
 pub mod cli;
 pub mod contract;
 pub mod error;
+pub mod funnel;
 pub mod generate;
 pub mod import;
 pub mod lake;

@@ -1,0 +1,422 @@
+//! Journey funnels: declared steps (jobs/funnels.toml) turned into per-step conversion with Wilson
+//! intervals, time to convert (median, p90) and breakdowns, published through the run writer.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use serde::Deserialize;
+
+use crate::catalog::{LakeSession, quote};
+use crate::error::{Error, Result};
+use crate::publish::{Manifest, RunWriter};
+
+const BUILTIN: &str = include_str!("../jobs/funnels.toml");
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JourneyFile {
+    journeys: Vec<Journey>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Journey {
+    pub name: String,
+    pub unit: String,
+    #[serde(default)]
+    pub description: String,
+    pub default_window_days: u32,
+    #[serde(default)]
+    pub needs: Vec<String>,
+    /// The staged table of the entity (joined on its `id`) for `--by` breakdowns.
+    pub entity_table: Option<String>,
+    /// SQL returning entity_id, entered_at and the breakdown columns.
+    pub entities: String,
+    pub steps: Vec<JourneyStep>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JourneyStep {
+    pub name: String,
+    /// SQL returning entity_id, reached_at.
+    pub reached: String,
+    pub window_days: Option<u32>,
+}
+
+/// The journeys of a file, or the built-in jobs/funnels.toml.
+pub fn load(file: Option<&Path>) -> Result<Vec<Journey>> {
+    let (name, text) = match file {
+        Some(p) => (
+            p.display().to_string(),
+            std::fs::read_to_string(p)
+                .map_err(|e| Error::Config { file: p.display().to_string(), message: e.to_string() })?,
+        ),
+        None => ("jobs/funnels.toml".to_string(), BUILTIN.to_string()),
+    };
+    let parsed: JourneyFile =
+        toml::from_str(&text).map_err(|e| Error::Config { file: name.clone(), message: e.to_string() })?;
+    for j in &parsed.journeys {
+        if j.steps.len() < 2 {
+            return Err(Error::Config { file: name, message: format!("journey {} needs at least two steps", j.name) });
+        }
+    }
+    Ok(parsed.journeys)
+}
+
+/// 95% Wilson score interval for k successes in n trials (good at small n and near 0 or 1).
+pub fn wilson(k: i64, n: i64) -> Option<(f64, f64)> {
+    if n <= 0 {
+        return None;
+    }
+    let z = 1.959_963_984_540_054_f64;
+    let (n, p) = (n as f64, k as f64 / n as f64);
+    let denom = 1.0 + z * z / n;
+    let centre = (p + z * z / (2.0 * n)) / denom;
+    let half = z * ((p * (1.0 - p) / n) + z * z / (4.0 * n * n)).sqrt() / denom;
+    Some(((centre - half).max(0.0), (centre + half).min(1.0)))
+}
+
+/// One step of one breakdown cell.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepRow {
+    pub journey: String,
+    pub dimension: String,
+    pub value: String,
+    pub step_index: i64,
+    pub step: String,
+    pub next_step: Option<String>,
+    pub entered: i64,
+    pub converted: Option<i64>,
+    pub rate: Option<f64>,
+    pub ci_low: Option<f64>,
+    pub ci_high: Option<f64>,
+    pub from_first: Option<f64>,
+    pub median_days: Option<f64>,
+    pub p90_days: Option<f64>,
+    pub drop_off: Option<i64>,
+    pub out_of_order: i64,
+    pub in_window: i64,
+}
+
+/// Computes every step, overall ('(all)') and per breakdown column, as of the session's date.
+pub async fn compute(session: &LakeSession, journey: &Journey, extra_by: &[String]) -> Result<Vec<StepRow>> {
+    let ctx = &session.ctx;
+    let n = journey.steps.len();
+    let plan_err = |what: &str, e: datafusion::error::DataFusionError| {
+        Error::Other(format!("journey {}: {what} does not run: {e}", journey.name))
+    };
+    // Entities with their breakdown columns (and any --by column of the entity table).
+    let mut entities = format!("SELECT * FROM ({}) AS e", session.fill(&journey.entities));
+    if !extra_by.is_empty() {
+        let table = journey.entity_table.as_ref().ok_or_else(|| {
+            Error::Other(format!("journey {} declares no entity_table, so --by cannot add columns", journey.name))
+        })?;
+        let cols = extra_by.iter().map(|c| format!("x.{} AS {}", quote(c), quote(c))).collect::<Vec<_>>().join(", ");
+        entities = format!(
+            "SELECT e.*, {cols} FROM ({}) AS e LEFT JOIN {table} AS x ON CAST(x.id AS VARCHAR) = CAST(e.entity_id AS VARCHAR)",
+            session.fill(&journey.entities)
+        );
+    }
+    let entity_schema = ctx.sql(&entities).await.map_err(|e| plan_err("entities", e))?.schema().clone();
+    let dims: Vec<String> = entity_schema
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .filter(|n| n != "entity_id" && n != "entered_at")
+        .collect();
+
+    // One row per entity: r_k = first reach of step k; t_k = ordered, in-window reach.
+    let mut sql = format!("WITH e AS ({entities})");
+    for (k, step) in journey.steps.iter().enumerate() {
+        sql.push_str(&format!(
+            ", s{k} AS (SELECT CAST(entity_id AS VARCHAR) AS entity_id, MIN(CAST(reached_at AS TIMESTAMP)) AS t FROM ({}) AS q GROUP BY 1)",
+            session.fill(&step.reached)
+        ));
+    }
+    let mut select = vec![
+        "CAST(e.entity_id AS VARCHAR) AS entity_id".to_string(),
+        "CAST(e.entered_at AS TIMESTAMP) AS entered_at".into(),
+    ];
+    select.extend(dims.iter().map(|d| format!("e.{}", quote(d))));
+    select.extend((0..n).map(|k| format!("s{k}.t AS r{k}")));
+    let joins: String =
+        (0..n).map(|k| format!(" LEFT JOIN s{k} ON s{k}.entity_id = CAST(e.entity_id AS VARCHAR)")).collect();
+    sql.push_str(&format!(", w0 AS (SELECT {}, s0.t AS t0 FROM e{joins})", select.join(", ")));
+    let end = session.as_of.end_literal();
+    for (k, step) in journey.steps.iter().enumerate().skip(1) {
+        let w = step.window_days.unwrap_or(journey.default_window_days);
+        let p = k - 1;
+        sql.push_str(&format!(
+            ", w{k} AS (SELECT *, \
+               CASE WHEN t{p} IS NOT NULL AND r{k} >= t{p} AND r{k} < t{p} + INTERVAL '{w} days' THEN r{k} END AS t{k}, \
+               (t{p} IS NOT NULL AND r{k} IS NOT NULL AND r{k} < t{p}) AS oo{k}, \
+               (t{p} IS NOT NULL AND r{k} IS NULL AND t{p} + INTERVAL '{w} days' > {end}) AS open{k} \
+             FROM w{p})"
+        ));
+    }
+    sql.push_str(&format!(" SELECT * FROM w{}", n - 1));
+    let wide = ctx.sql(&sql).await.map_err(|e| plan_err("its steps", e))?.cache().await?;
+    let view = format!("funnel_entities_{}", journey.name);
+    ctx.register_table(view.as_str(), wide.into_view())?;
+
+    let mut rows = Vec::new();
+    let mut cells: Vec<(String, String)> = vec![("(all)".into(), "'(all)'".into())];
+    cells.extend(dims.iter().map(|d| (d.clone(), format!("COALESCE(CAST({} AS VARCHAR), '(unknown)')", quote(d)))));
+    for (dimension, value_expr) in &cells {
+        let mut parts = Vec::new();
+        for k in 0..n {
+            let next = k + 1;
+            let (converted, oo, open, days) = if next < n {
+                (
+                    format!("COUNT(t{next})"),
+                    format!("SUM(CASE WHEN oo{next} THEN 1 ELSE 0 END)"),
+                    format!("SUM(CASE WHEN open{next} THEN 1 ELSE 0 END)"),
+                    format!("(date_part('epoch', t{next}) - date_part('epoch', t{k})) / 86400.0"),
+                )
+            } else {
+                ("CAST(NULL AS BIGINT)".into(), "0".into(), "0".into(), "CAST(NULL AS DOUBLE)".into())
+            };
+            parts.push(format!(
+                "SELECT {value_expr} AS value, CAST({k} AS BIGINT) AS step_index, COUNT(t{k}) AS entered, {converted} AS converted, \
+                 CAST({oo} AS BIGINT) AS out_of_order, CAST({open} AS BIGINT) AS in_window, \
+                 percentile_cont(0.5) WITHIN GROUP (ORDER BY d) AS median_days, \
+                 percentile_cont(0.9) WITHIN GROUP (ORDER BY d) AS p90_days \
+                 FROM (SELECT *, {days} AS d FROM {view}) AS x GROUP BY 1"
+            ));
+        }
+        let q = format!("{} ORDER BY value, step_index", parts.join(" UNION ALL "));
+        let batches = ctx.sql(&q).await.map_err(|e| plan_err("the step counts", e))?.collect().await?;
+        let mut cell_rows: Vec<StepRow> = Vec::new();
+        for b in &batches {
+            let value = cast(b.column(0), &DataType::Utf8)?;
+            let value = value.as_any().downcast_ref::<StringArray>().expect("utf8");
+            let int = |i: usize| {
+                cast(b.column(i), &DataType::Int64)
+                    .map(|a| a.as_any().downcast_ref::<Int64Array>().expect("i64").clone())
+            };
+            let float = |i: usize| {
+                cast(b.column(i), &DataType::Float64)
+                    .map(|a| a.as_any().downcast_ref::<Float64Array>().expect("f64").clone())
+            };
+            let (idx, entered, converted, oo, open) = (int(1)?, int(2)?, int(3)?, int(4)?, int(5)?);
+            let (median, p90) = (float(6)?, float(7)?);
+            for r in 0..b.num_rows() {
+                let k = idx.value(r) as usize;
+                let opt_i = |a: &Int64Array| (!a.is_null(r)).then(|| a.value(r));
+                let opt_f = |a: &Float64Array| (!a.is_null(r)).then(|| a.value(r));
+                let e = entered.value(r);
+                let c = opt_i(&converted);
+                cell_rows.push(StepRow {
+                    journey: journey.name.clone(),
+                    dimension: dimension.clone(),
+                    value: value.value(r).to_string(),
+                    step_index: k as i64 + 1,
+                    step: journey.steps[k].name.clone(),
+                    next_step: journey.steps.get(k + 1).map(|s| s.name.clone()),
+                    entered: e,
+                    converted: c,
+                    rate: c.and_then(|c| (e > 0).then(|| c as f64 / e as f64)),
+                    ci_low: c.and_then(|c| wilson(c, e)).map(|w| w.0),
+                    ci_high: c.and_then(|c| wilson(c, e)).map(|w| w.1),
+                    from_first: None,
+                    median_days: opt_f(&median),
+                    p90_days: opt_f(&p90),
+                    drop_off: c.map(|c| e - c),
+                    out_of_order: opt_i(&oo).unwrap_or(0),
+                    in_window: opt_i(&open).unwrap_or(0),
+                });
+            }
+        }
+        // Share of the cell's first-step entities that reached each step.
+        let firsts: std::collections::HashMap<String, i64> =
+            cell_rows.iter().filter(|r| r.step_index == 1).map(|r| (r.value.clone(), r.entered)).collect();
+        for r in &mut cell_rows {
+            r.from_first = firsts.get(&r.value).filter(|f| **f > 0).map(|f| r.entered as f64 / *f as f64);
+        }
+        rows.extend(cell_rows);
+    }
+    ctx.deregister_table(view.as_str())?;
+    Ok(rows)
+}
+
+pub fn schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("journey", DataType::Utf8, false),
+        Field::new("dimension", DataType::Utf8, false),
+        Field::new("value", DataType::Utf8, false),
+        Field::new("step_index", DataType::Int64, false),
+        Field::new("step", DataType::Utf8, false),
+        Field::new("next_step", DataType::Utf8, true),
+        Field::new("entered", DataType::Int64, false),
+        Field::new("converted", DataType::Int64, true),
+        Field::new("conversion_rate", DataType::Float64, true),
+        Field::new("ci_low", DataType::Float64, true),
+        Field::new("ci_high", DataType::Float64, true),
+        Field::new("from_first", DataType::Float64, true),
+        Field::new("median_days", DataType::Float64, true),
+        Field::new("p90_days", DataType::Float64, true),
+        Field::new("drop_off", DataType::Int64, true),
+        Field::new("out_of_order", DataType::Int64, false),
+        Field::new("in_window", DataType::Int64, false),
+    ]))
+}
+
+pub fn batch(rows: &[StepRow]) -> Result<RecordBatch> {
+    let s = |f: &dyn Fn(&StepRow) -> Option<String>| -> ArrayRef {
+        Arc::new(StringArray::from(rows.iter().map(f).collect::<Vec<_>>()))
+    };
+    let i = |f: &dyn Fn(&StepRow) -> Option<i64>| -> ArrayRef {
+        Arc::new(Int64Array::from(rows.iter().map(f).collect::<Vec<_>>()))
+    };
+    let x = |f: &dyn Fn(&StepRow) -> Option<f64>| -> ArrayRef {
+        Arc::new(Float64Array::from(rows.iter().map(f).collect::<Vec<_>>()))
+    };
+    Ok(RecordBatch::try_new(
+        schema(),
+        vec![
+            s(&|r| Some(r.journey.clone())),
+            s(&|r| Some(r.dimension.clone())),
+            s(&|r| Some(r.value.clone())),
+            i(&|r| Some(r.step_index)),
+            s(&|r| Some(r.step.clone())),
+            s(&|r| r.next_step.clone()),
+            i(&|r| Some(r.entered)),
+            i(&|r| r.converted),
+            x(&|r| r.rate),
+            x(&|r| r.ci_low),
+            x(&|r| r.ci_high),
+            x(&|r| r.from_first),
+            x(&|r| r.median_days),
+            x(&|r| r.p90_days),
+            i(&|r| r.drop_off),
+            i(&|r| Some(r.out_of_order)),
+            i(&|r| Some(r.in_window)),
+        ],
+    )?)
+}
+
+/// Runs the chosen journeys (all by default), publishes `funnel_steps` (overall) and
+/// `funnel_breakdown` (per breakdown column), and returns the rows with a readable summary.
+pub async fn run(
+    session: &LakeSession,
+    journeys: &[Journey],
+    only: Option<&str>,
+    extra_by: &[String],
+) -> Result<(Vec<StepRow>, String, Manifest)> {
+    let mut all = Vec::new();
+    let mut text = String::new();
+    let mut run = RunWriter::begin(&session.lake, "funnel", session.as_of);
+    run.record_inputs(session);
+    let chosen: Vec<&Journey> = journeys.iter().filter(|j| only.is_none_or(|o| o == j.name)).collect();
+    if chosen.is_empty() {
+        return Err(Error::Other(format!(
+            "no journey named {}; declared: {}",
+            only.unwrap_or(""),
+            journeys.iter().map(|j| j.name.as_str()).collect::<Vec<_>>().join(", ")
+        )));
+    }
+    for journey in chosen {
+        let missing: Vec<&str> = journey
+            .needs
+            .iter()
+            .filter(|t| !session.landed(t).is_some_and(|l| l.present()))
+            .map(String::as_str)
+            .collect();
+        if !missing.is_empty() {
+            let line = format!("journey {} skipped: needs {} (not landed)\n", journey.name, missing.join(", "));
+            text.push_str(&line);
+            run.note(line.trim_end());
+            continue;
+        }
+        let by: &[String] = if journey.entity_table.is_none() && !extra_by.is_empty() && only.is_none() {
+            let line = format!("journey {}: --by ignored (it declares no entity_table)\n", journey.name);
+            text.push_str(&line);
+            run.note(line.trim_end());
+            &[]
+        } else {
+            extra_by
+        };
+        let started = std::time::Instant::now();
+        let rows = compute(session, journey, by).await?;
+        run.timing(&journey.name, started.elapsed().as_millis() as u64);
+        text.push_str(&summary(journey, &rows, session.as_of.label()));
+        all.extend(rows);
+    }
+    let (overall, breakdown): (Vec<StepRow>, Vec<StepRow>) = all.iter().cloned().partition(|r| r.dimension == "(all)");
+    run.write_table("funnel_steps", schema(), &[batch(&overall)?]).await?;
+    run.write_table("funnel_breakdown", schema(), &[batch(&breakdown)?]).await?;
+    let manifest = run.commit().await?;
+    Ok((all, text, manifest))
+}
+
+fn pct(x: Option<f64>) -> String {
+    x.map(|v| format!("{:.1}%", v * 100.0)).unwrap_or_else(|| "-".into())
+}
+
+fn days(x: Option<f64>) -> String {
+    x.map(|v| format!("{v:.1}")).unwrap_or_else(|| "-".into())
+}
+
+pub fn summary(journey: &Journey, rows: &[StepRow], as_of: String) -> String {
+    let mut out = format!("journey {} (unit: {}), as of {as_of}\n", journey.name, journey.unit);
+    out.push_str(&format!(
+        "  {:<22} {:>9} {:>9} {:>7} {:>15} {:>10} {:>8} {:>8} {:>9}\n",
+        "step", "entered", "converted", "rate", "95% CI", "of first", "median d", "p90 d", "in window"
+    ));
+    for r in rows.iter().filter(|r| r.dimension == "(all)") {
+        out.push_str(&format!(
+            "  {:<22} {:>9} {:>9} {:>7} {:>15} {:>10} {:>8} {:>8} {:>9}\n",
+            r.step,
+            r.entered,
+            r.converted.map(|c| c.to_string()).unwrap_or_else(|| "-".into()),
+            pct(r.rate),
+            match (r.ci_low, r.ci_high) {
+                (Some(l), Some(h)) => format!("{:.1}-{:.1}%", l * 100.0, h * 100.0),
+                _ => "-".into(),
+            },
+            pct(r.from_first),
+            days(r.median_days),
+            days(r.p90_days),
+            r.in_window
+        ));
+        if r.out_of_order > 0 {
+            out.push_str(&format!(
+                "    {} reached {} before {}: not counted as conversions\n",
+                r.out_of_order,
+                r.next_step.as_deref().unwrap_or("-"),
+                r.step
+            ));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wilson_interval_matches_worked_values() {
+        // 81 of 263: p = 0.30798; z^2 = 3.8415; centre = (0.30798 + 3.8415/526) / (1 + 3.8415/263)
+        // = 0.31528 / 1.014606 = 0.31074; half = 1.96 * sqrt(0.30798*0.69202/263 + 3.8415/(4*263^2)) / 1.014606
+        // = 1.96 * sqrt(0.00081037 + 0.00001389) / 1.014606 = 0.05545; interval 0.2553 to 0.3662.
+        let (lo, hi) = wilson(81, 263).unwrap();
+        assert!((lo - 0.2553).abs() < 5e-4 && (hi - 0.3662).abs() < 5e-4, "{lo} {hi}");
+        // 0 of 10 still has an upper bound: z^2/(n+z^2) = 3.8415/13.8415 = 0.2775.
+        let (lo, hi) = wilson(0, 10).unwrap();
+        assert_eq!(lo, 0.0);
+        assert!((hi - 0.2775).abs() < 5e-4, "{hi}");
+        assert!(wilson(0, 0).is_none());
+    }
+
+    #[test]
+    fn builtin_journeys_load() {
+        let j = load(None).unwrap();
+        assert_eq!(j.iter().map(|j| j.name.as_str()).collect::<Vec<_>>(), ["sales_led", "self_serve"]);
+        assert_eq!(j[0].steps.len(), 5);
+    }
+}
