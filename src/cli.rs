@@ -29,7 +29,7 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// The scheduled cadence: generate the demo lake if absent, validate it, print the findings.
+    /// The scheduled cadence: generate the demo lake if absent, validate it, run the journey funnels.
     Run {
         /// See the lake as it stood at the end of this day (YYYY-MM-DD).
         #[arg(long)]
@@ -156,6 +156,11 @@ pub async fn run(cli: Cli) -> Result<()> {
                 "published run {} (output.data_quality, as of {})",
                 report.manifest.run_id, report.manifest.as_of
             )?;
+            // Monthly performance loop: journey funnels.
+            let journeys = crate::funnel::load(None)?;
+            let (_, text, manifest) = crate::funnel::run(&session, &journeys, None, &[]).await?;
+            write!(stdout, "\n{text}")?;
+            writeln!(stdout, "published run {} (output.funnel_steps, output.funnel_breakdown)", manifest.run_id)?;
         }
         Command::Generate { opportunities, seed, end, days, usage_days } => {
             let truth =

@@ -146,7 +146,8 @@ pub async fn compute(session: &LakeSession, journey: &Journey, extra_by: &[Strin
     let joins: String =
         (0..n).map(|k| format!(" LEFT JOIN s{k} ON s{k}.entity_id = CAST(e.entity_id AS VARCHAR)")).collect();
     sql.push_str(&format!(", w0 AS (SELECT {}, s0.t AS t0 FROM e{joins})", select.join(", ")));
-    let end = session.as_of.end_literal();
+    // Windows still open are judged at the as-of date, or now for a run on everything landed.
+    let end = if session.as_of.0.is_some() { session.as_of.end_literal() } else { "CAST(now() AS TIMESTAMP)".into() };
     for (k, step) in journey.steps.iter().enumerate().skip(1) {
         let w = step.window_days.unwrap_or(journey.default_window_days);
         let p = k - 1;

@@ -40,7 +40,7 @@ fn same_seed_same_bytes_other_seed_other_lake() {
 }
 
 #[test]
-fn the_main_command_generates_validates_and_reports_once() {
+fn the_main_command_generates_validates_runs_funnels_once() {
     let dir = tempdir();
     let first = run(dir.path(), &["run", "--opportunities", "300"]);
     assert_eq!(first.code, 0, "{}", first.stderr);
@@ -49,7 +49,14 @@ fn the_main_command_generates_validates_and_reports_once() {
     let second = run(dir.path(), &["run"]);
     assert_eq!(second.code, 0);
     assert!(!second.stderr.contains("generating"), "an existing lake is not regenerated");
-    assert_eq!(query(dir.path(), "SELECT COUNT(*) AS n FROM output.runs", None)[0]["n"], 2);
+    assert!(
+        first.stdout.contains("journey sales_led") && first.stdout.contains("journey self_serve"),
+        "{}",
+        first.stdout
+    );
+    let runs = query(dir.path(), "SELECT job, COUNT(*) AS n FROM output.runs GROUP BY 1 ORDER BY 1", None);
+    let runs: Vec<(&str, f64)> = runs.iter().map(|r| (s(r, "job"), f(r, "n"))).collect();
+    assert_eq!(runs, [("funnel", 2.0), ("validate", 2.0)]);
 }
 
 #[test]
