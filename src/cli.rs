@@ -102,6 +102,15 @@ pub enum Command {
         /// Also break down by this column of the journey's entity table (repeatable).
         #[arg(long = "by")]
         by: Vec<String>,
+        /// Entry-period grain for period comparisons.
+        #[arg(long, value_enum, default_value_t = crate::funnel::Grain::Month)]
+        grain: crate::funnel::Grain,
+        /// First month (1-12) of the fiscal year, for quarters.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=12))]
+        fiscal_year_start: u32,
+        /// Weeks start on Sunday (default Monday).
+        #[arg(long)]
+        week_starts_sunday: bool,
     },
     /// Time the cadence on a scaled generated lake: wall time and peak memory per step.
     Bench {
@@ -158,9 +167,14 @@ pub async fn run(cli: Cli) -> Result<()> {
             )?;
             // Monthly performance loop: journey funnels.
             let journeys = crate::funnel::load(None)?;
-            let (_, text, manifest) = crate::funnel::run(&session, &journeys, None, &[]).await?;
+            let cal = crate::funnel::Calendar::default();
+            let (_, text, manifest) = crate::funnel::run(&session, &journeys, None, &[], &cal).await?;
             write!(stdout, "\n{text}")?;
-            writeln!(stdout, "published run {} (output.funnel_steps, output.funnel_breakdown)", manifest.run_id)?;
+            writeln!(
+                stdout,
+                "published run {} (output.funnel_steps, funnel_breakdown, funnel_periods, funnel_cohorts)",
+                manifest.run_id
+            )?;
         }
         Command::Generate { opportunities, seed, end, days, usage_days } => {
             let truth =
@@ -209,12 +223,17 @@ pub async fn run(cli: Cli) -> Result<()> {
             let summary = crate::import::import(&lake, &mapping, &source).await?;
             write!(stdout, "{summary}")?;
         }
-        Command::Funnel { as_of, journey, journeys, by } => {
+        Command::Funnel { as_of, journey, journeys, by, grain, fiscal_year_start, week_starts_sunday } => {
             let session = LakeSession::open(&lake, AsOf(as_of)).await?;
             let declared = crate::funnel::load(journeys.as_deref())?;
-            let (_, text, manifest) = crate::funnel::run(&session, &declared, journey.as_deref(), &by).await?;
+            let cal = crate::funnel::Calendar { grain, fiscal_year_start_month: fiscal_year_start, week_starts_sunday };
+            let (_, text, manifest) = crate::funnel::run(&session, &declared, journey.as_deref(), &by, &cal).await?;
             write!(stdout, "{text}")?;
-            writeln!(stdout, "published run {} (output.funnel_steps, output.funnel_breakdown)", manifest.run_id)?;
+            writeln!(
+                stdout,
+                "published run {} (output.funnel_steps, funnel_breakdown, funnel_periods, funnel_cohorts)",
+                manifest.run_id
+            )?;
         }
         Command::Bench { opportunities, skip_generate, as_of } => {
             let steps = crate::bench::run(&lake, opportunities, skip_generate, as_of).await?;

@@ -103,7 +103,12 @@ pub struct StepRow {
 }
 
 /// Computes every step, overall ('(all)') and per breakdown column, as of the session's date.
-pub async fn compute(session: &LakeSession, journey: &Journey, extra_by: &[String]) -> Result<Vec<StepRow>> {
+pub async fn compute(
+    session: &LakeSession,
+    journey: &Journey,
+    extra_by: &[String],
+    cal: &Calendar,
+) -> Result<Computed> {
     let ctx = &session.ctx;
     let n = journey.steps.len();
     let plan_err = |what: &str, e: datafusion::error::DataFusionError| {
@@ -240,8 +245,10 @@ pub async fn compute(session: &LakeSession, journey: &Journey, extra_by: &[Strin
         }
         rows.extend(cell_rows);
     }
+    let periods = period_comparison(session, journey, &view, cal).await?;
+    let cohorts = cohort_table(session, journey, &view).await?;
     ctx.deregister_table(view.as_str())?;
-    Ok(rows)
+    Ok(Computed { steps: rows, periods, cohorts })
 }
 
 pub fn schema() -> SchemaRef {
@@ -307,8 +314,11 @@ pub async fn run(
     journeys: &[Journey],
     only: Option<&str>,
     extra_by: &[String],
+    cal: &Calendar,
 ) -> Result<(Vec<StepRow>, String, Manifest)> {
     let mut all = Vec::new();
+    let mut periods = Vec::new();
+    let mut cohorts = Vec::new();
     let mut text = String::new();
     let mut run = RunWriter::begin(&session.lake, "funnel", session.as_of);
     run.record_inputs(session);
@@ -342,7 +352,10 @@ pub async fn run(
             extra_by
         };
         let started = std::time::Instant::now();
-        let rows = compute(session, journey, by).await?;
+        let computed = compute(session, journey, by, cal).await?;
+        let rows = computed.steps;
+        periods.extend(computed.periods);
+        cohorts.extend(computed.cohorts);
         run.timing(&journey.name, started.elapsed().as_millis() as u64);
         text.push_str(&summary(journey, &rows, session.as_of.label()));
         all.extend(rows);
@@ -350,8 +363,421 @@ pub async fn run(
     let (overall, breakdown): (Vec<StepRow>, Vec<StepRow>) = all.iter().cloned().partition(|r| r.dimension == "(all)");
     run.write_table("funnel_steps", schema(), &[batch(&overall)?]).await?;
     run.write_table("funnel_breakdown", schema(), &[batch(&breakdown)?]).await?;
+    holm(&mut periods);
+    text.push_str(&period_summary(&periods));
+    run.write_table("funnel_periods", period_schema(), &[period_batch(&periods)?]).await?;
+    run.write_table("funnel_cohorts", cohort_schema(), &[cohort_batch(&cohorts)?]).await?;
     let manifest = run.commit().await?;
     Ok((all, text, manifest))
+}
+
+/// The funnel of one journey: steps (overall and broken down), period comparisons, cohorts.
+pub struct Computed {
+    pub steps: Vec<StepRow>,
+    pub periods: Vec<PeriodRow>,
+    pub cohorts: Vec<CohortRow>,
+}
+
+/// How entry periods are cut: grain, first month of the fiscal year, first day of the week.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Calendar {
+    pub grain: Grain,
+    pub fiscal_year_start_month: u32,
+    pub week_starts_sunday: bool,
+}
+
+impl Default for Calendar {
+    fn default() -> Self {
+        Calendar { grain: Grain::Month, fiscal_year_start_month: 1, week_starts_sunday: false }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Grain {
+    Week,
+    Month,
+    Quarter,
+}
+
+impl Calendar {
+    /// SQL for the start of the period holding timestamp `t`.
+    pub fn period_start(&self, t: &str) -> String {
+        match self.grain {
+            Grain::Week if self.week_starts_sunday => {
+                format!("(date_trunc('week', {t} + INTERVAL '1 day') - INTERVAL '1 day')")
+            }
+            Grain::Week => format!("date_trunc('week', {t})"),
+            Grain::Month => format!("date_trunc('month', {t})"),
+            Grain::Quarter => {
+                let shift = (self.fiscal_year_start_month.clamp(1, 12) - 1) % 3;
+                format!("(date_trunc('quarter', {t} - INTERVAL '{shift} months') + INTERVAL '{shift} months')")
+            }
+        }
+    }
+
+    /// Periods per year, for the same-period-last-year comparison.
+    fn per_year(&self) -> usize {
+        match self.grain {
+            Grain::Week => 52,
+            Grain::Month => 12,
+            Grain::Quarter => 4,
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        match self.grain {
+            Grain::Week => "week",
+            Grain::Month => "month",
+            Grain::Quarter => "quarter",
+        }
+    }
+}
+
+/// One step's conversion in one entry period, compared with a base period.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PeriodRow {
+    pub journey: String,
+    pub step: String,
+    pub next_step: String,
+    pub grain: String,
+    pub comparison: String,
+    pub period: String,
+    pub base_period: String,
+    pub entered: i64,
+    pub converted: i64,
+    pub base_entered: i64,
+    pub base_converted: i64,
+    pub rate: f64,
+    pub base_rate: f64,
+    pub z: Option<f64>,
+    pub p_value: Option<f64>,
+    pub p_adjusted: Option<f64>,
+    pub significant: bool,
+}
+
+/// Two-proportion z test (pooled), two-sided. None when either side is empty or nothing varies.
+pub fn two_proportion(k1: i64, n1: i64, k2: i64, n2: i64) -> Option<(f64, f64)> {
+    if n1 == 0 || n2 == 0 {
+        return None;
+    }
+    let (n1f, n2f) = (n1 as f64, n2 as f64);
+    let pooled = (k1 + k2) as f64 / (n1f + n2f);
+    let se = (pooled * (1.0 - pooled) * (1.0 / n1f + 1.0 / n2f)).sqrt();
+    if se == 0.0 {
+        return None;
+    }
+    let z = (k1 as f64 / n1f - k2 as f64 / n2f) / se;
+    Some((z, erfc(z.abs() / std::f64::consts::SQRT_2)))
+}
+
+/// Complementary error function (Numerical Recipes' erfcc Chebyshev fit: fractional error below
+/// 1.2e-7 everywhere), enough for p-values.
+fn erfc(x: f64) -> f64 {
+    let z = x.abs();
+    let t = 1.0 / (1.0 + 0.5 * z);
+    let r = t
+        * (-z * z - 1.265_512_23
+            + t * (1.000_023_68
+                + t * (0.374_091_96
+                    + t * (0.096_784_18
+                        + t * (-0.186_288_06
+                            + t * (0.278_868_07
+                                + t * (-1.135_203_98
+                                    + t * (1.488_515_87 + t * (-0.822_152_23 + t * 0.170_872_77)))))))))
+            .exp();
+    if x >= 0.0 { r } else { 2.0 - r }
+}
+
+/// Holm's step-down adjustment across every comparison of the run; significant = adjusted p < 0.05.
+pub fn holm(rows: &mut [PeriodRow]) {
+    let mut order: Vec<usize> = (0..rows.len()).filter(|&i| rows[i].p_value.is_some()).collect();
+    order.sort_by(|&a, &b| rows[a].p_value.partial_cmp(&rows[b].p_value).expect("finite p"));
+    let m = order.len();
+    let mut running = 0.0f64;
+    for (rank, &i) in order.iter().enumerate() {
+        let adj = ((m - rank) as f64 * rows[i].p_value.expect("some")).min(1.0).max(running);
+        running = adj;
+        rows[i].p_adjusted = Some(adj);
+        rows[i].significant = adj < 0.05;
+    }
+}
+
+/// Conversion per step by entry period; the latest matured period against the one before and the
+/// same period a year earlier.
+async fn period_comparison(
+    session: &LakeSession,
+    journey: &Journey,
+    view: &str,
+    cal: &Calendar,
+) -> Result<Vec<PeriodRow>> {
+    let n = journey.steps.len();
+    let period = cal.period_start("t0");
+    let mut parts = Vec::new();
+    for k in 0..n - 1 {
+        parts.push(format!(
+            "SELECT CAST({k} AS BIGINT) AS k, CAST({period} AS DATE) AS p, COUNT(t{k}) AS entered, COUNT(t{}) AS converted \
+             FROM {view} WHERE t0 IS NOT NULL GROUP BY 1, 2",
+            k + 1
+        ));
+    }
+    let sql = format!(
+        "SELECT k, CAST(p AS VARCHAR) AS p, entered, converted FROM ({}) AS u ORDER BY k, p",
+        parts.join(" UNION ALL ")
+    );
+    let batches = session.ctx.sql(&sql).await?.collect().await?;
+    let mut by_step: Vec<Vec<(String, i64, i64)>> = vec![Vec::new(); n - 1];
+    for b in &batches {
+        let k = cast(b.column(0), &DataType::Int64)?;
+        let k = k.as_any().downcast_ref::<Int64Array>().expect("i64");
+        let p = cast(b.column(1), &DataType::Utf8)?;
+        let p = p.as_any().downcast_ref::<StringArray>().expect("utf8");
+        let e = cast(b.column(2), &DataType::Int64)?;
+        let e = e.as_any().downcast_ref::<Int64Array>().expect("i64");
+        let c = cast(b.column(3), &DataType::Int64)?;
+        let c = c.as_any().downcast_ref::<Int64Array>().expect("i64");
+        for r in 0..b.num_rows() {
+            by_step[k.value(r) as usize].push((p.value(r).to_string(), e.value(r), c.value(r)));
+        }
+    }
+    // Compare only matured periods: the period is over and every entity in it has had the whole
+    // conversion window, so a recent period is not called a drop just because deals are still open.
+    let as_of_end = match session.as_of.0 {
+        Some(d) => d.succ_opt().unwrap_or(d),
+        None => chrono::Utc::now().date_naive(),
+    };
+    let mut out = Vec::new();
+    for (k, series) in by_step.iter().enumerate() {
+        // Entry to step k+1 can take every window up to it, so maturity counts them all.
+        let window: u64 = journey.steps[1..=k + 1]
+            .iter()
+            .map(|st| u64::from(st.window_days.unwrap_or(journey.default_window_days)))
+            .sum();
+        let matured = |start: &str| {
+            shift_period(start, cal, -1)
+                .and_then(|next| chrono::NaiveDate::parse_from_str(&next, "%Y-%m-%d").ok())
+                .is_some_and(|next| next + chrono::Days::new(window) <= as_of_end)
+        };
+        let complete: Vec<&(String, i64, i64)> = series.iter().filter(|r| matured(&r.0)).collect();
+        let Some(current) = complete.last() else { continue };
+        let find = |back: usize| -> Option<&(String, i64, i64)> {
+            let idx = series.iter().position(|r| r.0 == current.0)?;
+            // Periods with no entries are absent from the series, so step back by date, not index.
+            let target = shift_period(&current.0, cal, back as i64)?;
+            series[..idx].iter().find(|r| r.0 == target)
+        };
+        for (comparison, back) in [("previous", 1usize), ("last_year", cal.per_year())] {
+            let Some(base) = find(back) else { continue };
+            let test = two_proportion(current.2, current.1, base.2, base.1);
+            out.push(PeriodRow {
+                journey: journey.name.clone(),
+                step: journey.steps[k].name.clone(),
+                next_step: journey.steps[k + 1].name.clone(),
+                grain: cal.name().into(),
+                comparison: comparison.into(),
+                period: current.0.clone(),
+                base_period: base.0.clone(),
+                entered: current.1,
+                converted: current.2,
+                base_entered: base.1,
+                base_converted: base.2,
+                rate: if current.1 > 0 { current.2 as f64 / current.1 as f64 } else { 0.0 },
+                base_rate: if base.1 > 0 { base.2 as f64 / base.1 as f64 } else { 0.0 },
+                z: test.map(|t| t.0),
+                p_value: test.map(|t| t.1),
+                p_adjusted: None,
+                significant: false,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// The start of the period `back` periods before the one starting on `start` (YYYY-MM-DD);
+/// a negative `back` moves forward.
+fn shift_period(start: &str, cal: &Calendar, back: i64) -> Option<String> {
+    let d = chrono::NaiveDate::parse_from_str(start, "%Y-%m-%d").ok()?;
+    let months = |n: i64| {
+        if n >= 0 {
+            d.checked_sub_months(chrono::Months::new(n as u32))
+        } else {
+            d.checked_add_months(chrono::Months::new((-n) as u32))
+        }
+    };
+    let shifted = match cal.grain {
+        Grain::Week => d.checked_sub_signed(chrono::Duration::days(7 * back))?,
+        Grain::Month => months(back)?,
+        Grain::Quarter => months(3 * back)?,
+    };
+    Some(shifted.format("%Y-%m-%d").to_string())
+}
+
+fn period_summary(rows: &[PeriodRow]) -> String {
+    let called: Vec<&PeriodRow> = rows.iter().filter(|r| r.significant).collect();
+    let mut out = format!(
+        "period comparison: {} tests, {} significant after Holm correction (p < 0.05)\n",
+        rows.iter().filter(|r| r.p_value.is_some()).count(),
+        called.len()
+    );
+    for r in called {
+        out.push_str(&format!(
+            "  {} {} -> {}: {:.1}% in the {} from {} vs {:.1}% in {} ({}; n={} vs {}, adjusted p={:.3})\n",
+            r.journey,
+            r.step,
+            r.next_step,
+            r.rate * 100.0,
+            r.grain,
+            r.period,
+            r.base_rate * 100.0,
+            r.base_period,
+            if r.rate < r.base_rate { "down" } else { "up" },
+            r.entered,
+            r.base_entered,
+            r.p_adjusted.unwrap_or(1.0)
+        ));
+    }
+    out
+}
+
+pub fn period_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("journey", DataType::Utf8, false),
+        Field::new("step", DataType::Utf8, false),
+        Field::new("next_step", DataType::Utf8, false),
+        Field::new("grain", DataType::Utf8, false),
+        Field::new("comparison", DataType::Utf8, false),
+        Field::new("period", DataType::Utf8, false),
+        Field::new("base_period", DataType::Utf8, false),
+        Field::new("entered", DataType::Int64, false),
+        Field::new("converted", DataType::Int64, false),
+        Field::new("base_entered", DataType::Int64, false),
+        Field::new("base_converted", DataType::Int64, false),
+        Field::new("conversion_rate", DataType::Float64, false),
+        Field::new("base_conversion_rate", DataType::Float64, false),
+        Field::new("change", DataType::Float64, false),
+        Field::new("z", DataType::Float64, true),
+        Field::new("p_value", DataType::Float64, true),
+        Field::new("p_adjusted", DataType::Float64, true),
+        Field::new("significant", DataType::Boolean, false),
+    ]))
+}
+
+fn period_batch(rows: &[PeriodRow]) -> Result<RecordBatch> {
+    let s = |f: &dyn Fn(&PeriodRow) -> String| -> ArrayRef {
+        Arc::new(StringArray::from(rows.iter().map(f).collect::<Vec<_>>()))
+    };
+    let i = |f: &dyn Fn(&PeriodRow) -> i64| -> ArrayRef {
+        Arc::new(Int64Array::from(rows.iter().map(f).collect::<Vec<_>>()))
+    };
+    let x = |f: &dyn Fn(&PeriodRow) -> Option<f64>| -> ArrayRef {
+        Arc::new(Float64Array::from(rows.iter().map(f).collect::<Vec<_>>()))
+    };
+    Ok(RecordBatch::try_new(
+        period_schema(),
+        vec![
+            s(&|r| r.journey.clone()),
+            s(&|r| r.step.clone()),
+            s(&|r| r.next_step.clone()),
+            s(&|r| r.grain.clone()),
+            s(&|r| r.comparison.clone()),
+            s(&|r| r.period.clone()),
+            s(&|r| r.base_period.clone()),
+            i(&|r| r.entered),
+            i(&|r| r.converted),
+            i(&|r| r.base_entered),
+            i(&|r| r.base_converted),
+            x(&|r| Some(r.rate)),
+            x(&|r| Some(r.base_rate)),
+            x(&|r| Some(r.rate - r.base_rate)),
+            x(&|r| r.z),
+            x(&|r| r.p_value),
+            x(&|r| r.p_adjusted),
+            Arc::new(datafusion::arrow::array::BooleanArray::from(
+                rows.iter().map(|r| r.significant).collect::<Vec<_>>(),
+            )),
+        ],
+    )?)
+}
+
+/// Entry month x months since entry: the share of the month's entities that reached the journey's
+/// last step by the end of that month. Cells not yet observable on the as-of date are left out.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CohortRow {
+    pub journey: String,
+    pub cohort_month: String,
+    pub months_since_entry: i64,
+    pub entered: i64,
+    pub reached_last: i64,
+}
+
+async fn cohort_table(session: &LakeSession, journey: &Journey, view: &str) -> Result<Vec<CohortRow>> {
+    let last = journey.steps.len() - 1;
+    let end = if session.as_of.0.is_some() { session.as_of.end_literal() } else { "CAST(now() AS TIMESTAMP)".into() };
+    // Months counted on a year * 12 + month index, so "by the end of month m" is an integer compare.
+    let mi =
+        |x: &str| format!("(CAST(date_part('year', {x}) AS BIGINT) * 12 + CAST(date_part('month', {x}) AS BIGINT))");
+    let sql = format!(
+        "WITH c AS (SELECT date_trunc('month', t0) AS cohort, {cohort_mi} AS cm, {last_mi} AS lm FROM {view} WHERE t0 IS NOT NULL), \
+              m AS (SELECT value AS months FROM generate_series(0, 24)) \
+         SELECT CAST(CAST(c.cohort AS DATE) AS VARCHAR) AS cohort_month, m.months, COUNT(*) AS entered, \
+                SUM(CASE WHEN c.lm IS NOT NULL AND c.lm - c.cm <= m.months THEN 1 ELSE 0 END) AS reached \
+         FROM c CROSS JOIN m \
+         WHERE c.cm + m.months + 1 <= {end_mi} \
+         GROUP BY 1, 2 ORDER BY 1, 2",
+        cohort_mi = mi("t0"),
+        last_mi = mi(&format!("t{last}")),
+        end_mi = mi(&end),
+    );
+    let batches = session.ctx.sql(&sql).await?.collect().await?;
+    let mut out = Vec::new();
+    for b in &batches {
+        let cohort = cast(b.column(0), &DataType::Utf8)?;
+        let cohort = cohort.as_any().downcast_ref::<StringArray>().expect("utf8");
+        let ints: Vec<Int64Array> = (1..4)
+            .map(|i| {
+                cast(b.column(i), &DataType::Int64)
+                    .map(|a| a.as_any().downcast_ref::<Int64Array>().expect("i64").clone())
+            })
+            .collect::<std::result::Result<_, _>>()?;
+        for r in 0..b.num_rows() {
+            out.push(CohortRow {
+                journey: journey.name.clone(),
+                cohort_month: cohort.value(r).to_string(),
+                months_since_entry: ints[0].value(r),
+                entered: ints[1].value(r),
+                reached_last: ints[2].value(r),
+            });
+        }
+    }
+    Ok(out)
+}
+
+pub fn cohort_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("journey", DataType::Utf8, false),
+        Field::new("cohort_month", DataType::Utf8, false),
+        Field::new("months_since_entry", DataType::Int64, false),
+        Field::new("entered", DataType::Int64, false),
+        Field::new("reached_last_step", DataType::Int64, false),
+        Field::new("cumulative_conversion", DataType::Float64, false),
+    ]))
+}
+
+fn cohort_batch(rows: &[CohortRow]) -> Result<RecordBatch> {
+    Ok(RecordBatch::try_new(
+        cohort_schema(),
+        vec![
+            Arc::new(StringArray::from(rows.iter().map(|r| r.journey.clone()).collect::<Vec<_>>())),
+            Arc::new(StringArray::from(rows.iter().map(|r| r.cohort_month.clone()).collect::<Vec<_>>())),
+            Arc::new(Int64Array::from(rows.iter().map(|r| r.months_since_entry).collect::<Vec<_>>())),
+            Arc::new(Int64Array::from(rows.iter().map(|r| r.entered).collect::<Vec<_>>())),
+            Arc::new(Int64Array::from(rows.iter().map(|r| r.reached_last).collect::<Vec<_>>())),
+            Arc::new(Float64Array::from(
+                rows.iter()
+                    .map(|r| if r.entered > 0 { r.reached_last as f64 / r.entered as f64 } else { 0.0 })
+                    .collect::<Vec<_>>(),
+            )),
+        ],
+    )?)
 }
 
 fn pct(x: Option<f64>) -> String {
@@ -412,6 +838,58 @@ mod tests {
         assert_eq!(lo, 0.0);
         assert!((hi - 0.2775).abs() < 5e-4, "{hi}");
         assert!(wilson(0, 0).is_none());
+    }
+
+    #[test]
+    fn two_proportion_test_matches_a_worked_example() {
+        // 30/100 vs 50/100: pooled 0.4; se = sqrt(0.24 * 0.02) = 0.069282; z = -0.2 / 0.069282
+        // = -2.88675; two-sided p = 0.003892 (normal tables).
+        let (z, p) = two_proportion(30, 100, 50, 100).unwrap();
+        assert!((z + 2.886_75).abs() < 1e-4, "{z}");
+        assert!((p - 0.003_892).abs() < 2e-6, "{p}");
+        assert!(two_proportion(0, 0, 1, 2).is_none());
+        assert!((erfc(0.0) - 1.0).abs() < 1e-7 && (erfc(1.0) - 0.157_299_2).abs() < 2e-7);
+    }
+
+    #[test]
+    fn holm_adjusts_in_order_and_keeps_monotone() {
+        let row = |p: f64| PeriodRow {
+            journey: "j".into(),
+            step: "a".into(),
+            next_step: "b".into(),
+            grain: "month".into(),
+            comparison: "previous".into(),
+            period: "2024-01-01".into(),
+            base_period: "2023-12-01".into(),
+            entered: 1,
+            converted: 1,
+            base_entered: 1,
+            base_converted: 1,
+            rate: 0.0,
+            base_rate: 0.0,
+            z: None,
+            p_value: Some(p),
+            p_adjusted: None,
+            significant: false,
+        };
+        // p = 0.01, 0.04, 0.03 -> sorted 0.01 (x3 = 0.03), 0.03 (x2 = 0.06), 0.04 (x1 = 0.04 -> max 0.06).
+        let mut rows = vec![row(0.01), row(0.04), row(0.03)];
+        holm(&mut rows);
+        let adj: Vec<f64> = rows.iter().map(|r| r.p_adjusted.unwrap()).collect();
+        assert!(
+            (adj[0] - 0.03).abs() < 1e-12 && (adj[1] - 0.06).abs() < 1e-12 && (adj[2] - 0.06).abs() < 1e-12,
+            "{adj:?}"
+        );
+        assert_eq!(rows.iter().map(|r| r.significant).collect::<Vec<_>>(), [true, false, false]);
+    }
+
+    #[test]
+    fn fiscal_quarters_and_sunday_weeks_shift_the_period() {
+        let cal = Calendar { grain: Grain::Quarter, fiscal_year_start_month: 2, week_starts_sunday: false };
+        assert!(cal.period_start("t").contains("INTERVAL '1 months'"));
+        assert_eq!(shift_period("2024-02-01", &cal, 4).as_deref(), Some("2023-02-01"));
+        let weeks = Calendar { grain: Grain::Week, week_starts_sunday: true, ..Calendar::default() };
+        assert_eq!(shift_period("2024-03-03", &weeks, 1).as_deref(), Some("2024-02-25"));
     }
 
     #[test]

@@ -121,6 +121,20 @@ fn hand_built_funnel_every_number_worked_out() {
         .map(|r| (s(r, "value"), f(r, "entered"), f(r, "converted")))
         .collect();
     assert_eq!(first, [("(unknown)", 1.0, 0.0), ("Ads", 2.0, 1.0), ("Web", 2.0, 2.0)]);
+    // Cohorts (last step = Opportunity): January's 4 leads have one ordered opportunity (L1, in its
+    // first month); months 0-5 are observable by 06-30. June's lead: month 0 only, not converted.
+    let cohorts = query(
+        lake,
+        "SELECT cohort_month, months_since_entry, entered, reached_last_step FROM output.funnel_cohorts ORDER BY 1, 2",
+        None,
+    );
+    let got: Vec<(&str, f64, f64, f64)> = cohorts
+        .iter()
+        .map(|r| (s(r, "cohort_month"), f(r, "months_since_entry"), f(r, "entered"), f(r, "reached_last_step")))
+        .collect();
+    let mut want: Vec<(&str, f64, f64, f64)> = (0..6).map(|m| ("2024-01-01", m as f64, 4.0, 1.0)).collect();
+    want.push(("2024-06-01", 0.0, 1.0, 0.0));
+    assert_eq!(got, want);
 }
 
 #[test]
@@ -225,4 +239,18 @@ fn generated_lake_breakdowns_add_up_and_the_planted_activation_gap_shows() {
         (f(paid, "conversion_rate") - 0.40).abs() < 0.06 && (f(organic, "conversion_rate") - 0.60).abs() < 0.06,
         "{act:?}"
     );
+    // Period comparison only uses matured periods: Lead -> MQL has a 120-day window, so on
+    // 2026-06-30 the latest month whose entities all had it is February 2026.
+    let periods = query(
+        lake,
+        "SELECT comparison, period, base_period, p_value, p_adjusted FROM output.funnel_periods
+         WHERE journey = 'sales_led' AND step = 'Lead' ORDER BY comparison",
+        None,
+    );
+    let got: Vec<(&str, &str, &str)> =
+        periods.iter().map(|r| (s(r, "comparison"), s(r, "period"), s(r, "base_period"))).collect();
+    assert_eq!(got, [("last_year", "2026-02-01", "2025-02-01"), ("previous", "2026-02-01", "2026-01-01")]);
+    for r in &periods {
+        assert!(f(r, "p_value") <= f(r, "p_adjusted") && f(r, "p_adjusted") <= 1.0, "{r:?}");
+    }
 }
