@@ -253,4 +253,18 @@ fn generated_lake_breakdowns_add_up_and_the_planted_activation_gap_shows() {
     for r in &periods {
         assert!(f(r, "p_value") <= f(r, "p_adjusted") && f(r, "p_adjusted") <= 1.0, "{r:?}");
     }
+    // The planted activation gap is called out as a bottleneck, in words, with its evidence.
+    let b = query(
+        lake,
+        "SELECT sentence, entered, p_adjusted FROM output.funnel_bottlenecks
+         WHERE journey = 'self_serve' AND kind = 'below_peers' AND dimension = 'channel' AND value = 'paid_search'",
+        None,
+    );
+    assert_eq!(b.len(), 1, "{b:?}");
+    assert!(
+        s(&b[0], "sentence").starts_with("self_serve: Signup -> Activation for channel = paid_search converts"),
+        "{b:?}"
+    );
+    assert!(f(&b[0], "p_adjusted") < 0.05 && f(&b[0], "entered") >= 30.0);
+    assert!(r.stdout.contains("for channel = paid_search converts"), "{}", r.stdout);
 }
