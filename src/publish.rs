@@ -66,6 +66,9 @@ pub struct Manifest {
     pub tables: Vec<TableEntry>,
     pub timings_ms: BTreeMap<String, u64>,
     pub notes: Vec<String>,
+    /// Files for reports (charts, summaries), written beside the tables.
+    #[serde(default)]
+    pub artifacts: Vec<FileEntry>,
 }
 
 /// Collects a run's tables; nothing is visible until `commit`.
@@ -80,6 +83,7 @@ pub struct RunWriter {
     inputs: Vec<InputFingerprint>,
     timings_ms: BTreeMap<String, u64>,
     notes: Vec<String>,
+    artifacts: Vec<FileEntry>,
 }
 
 impl RunWriter {
@@ -97,7 +101,18 @@ impl RunWriter {
             inputs: Vec::new(),
             timings_ms: BTreeMap::new(),
             notes: Vec::new(),
+            artifacts: Vec::new(),
         }
+    }
+
+    /// Writes a report file of the run (a chart, a summary) under
+    /// `output/_artifacts/<as_of>/run=<run_id>/<name>`; like tables, it counts once committed.
+    pub async fn write_artifact(&mut self, name: &str, bytes: Vec<u8>) -> Result<String> {
+        let rel = format!("output/_artifacts/as_of={}/run={}/{name}", self.as_of.label(), self.run_id);
+        let size = bytes.len() as u64;
+        self.lake.put(&rel, bytes).await?;
+        self.artifacts.push(FileEntry { path: rel.clone(), bytes: size, rows: 0 });
+        Ok(rel)
     }
 
     pub fn run_id(&self) -> &str {
@@ -183,6 +198,7 @@ impl RunWriter {
             tables: std::mem::take(&mut self.tables),
             timings_ms: std::mem::take(&mut self.timings_ms),
             notes: std::mem::take(&mut self.notes),
+            artifacts: std::mem::take(&mut self.artifacts),
         };
         let json = serde_json::to_vec_pretty(&manifest).map_err(|e| Error::Other(e.to_string()))?;
         self.lake.put(&format!("{RUNS_DIR}/{}.json", manifest.run_id), json).await?;

@@ -90,6 +90,20 @@ fn hand_built_funnel_every_number_worked_out() {
     let r = run(lake, &["funnel", "--as-of", "2024-06-30", "--journeys", journeys.to_str().unwrap()]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert!(r.stdout.contains("1 reached Opportunity before MQL"), "{}", r.stdout);
+    // The chart for the report is published with the run: bars with counts, rates and intervals.
+    let chart = r.stdout.lines().find_map(|l| l.strip_prefix("chart: ")).expect("chart path printed");
+    let svg = std::fs::read_to_string(lake.join(chart)).unwrap();
+    assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
+    assert!(
+        svg.contains(">5 (100.0%)<")
+            && svg.contains(">3 (60.0%)<")
+            && svg.contains("60.0% to MQL (95% CI 23.1%-88.2%)"),
+        "{svg}"
+    );
+    assert!(
+        !svg.contains("http://") || svg.matches("http://").count() == 1,
+        "only the SVG namespace, no external assets"
+    );
     let all = steps(lake, "2024-06-30", "(all)");
     assert_eq!(all.len(), 3);
     // Lead -> MQL: 5 leads; L1 (4 d), L2 (1 d), L4 (2 d) convert; L3 too late; L5 still in window.
