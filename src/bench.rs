@@ -6,7 +6,7 @@ use std::time::Instant;
 use chrono::NaiveDate;
 
 use crate::catalog::{AsOf, LakeSession};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::generate::GenerateOptions;
 use crate::lake::Lake;
 
@@ -49,7 +49,13 @@ async fn step<T, F: std::future::Future<Output = Result<T>>>(
     Ok(out)
 }
 
-pub async fn run(lake: &Lake, opportunities: u64, skip_generate: bool, as_of: NaiveDate) -> Result<Vec<Step>> {
+pub async fn run(
+    lake: &Lake,
+    opportunities: u64,
+    skip_generate: bool,
+    as_of: NaiveDate,
+    duckdb_python: Option<&str>,
+) -> Result<Vec<Step>> {
     let mut steps = Vec::new();
     if !skip_generate {
         let opts = GenerateOptions { opportunities, ..Default::default() };
@@ -76,12 +82,83 @@ pub async fn run(lake: &Lake, opportunities: u64, skip_generate: bool, as_of: Na
         format!("{} findings", r.findings.len())
     })
     .await?;
+    let journeys = crate::funnel::load(None)?;
+    let cal = crate::funnel::Calendar::default();
+    // The like-for-like comparison with DuckDB: the sales-led step counts as one query.
+    let sales_led = journeys.iter().find(|j| j.name == "sales_led").expect("built-in journey");
+    let (wide, _) = crate::funnel::entity_sql(&session, sales_led, &[]).await?;
+    let counts = format!(
+        "SELECT COUNT(t0), COUNT(t1), COUNT(t2), COUNT(t3), COUNT(t4), \
+         percentile_cont(0.5) WITHIN GROUP (ORDER BY (date_part('epoch', t1) - date_part('epoch', t0)) / 86400.0) \
+         FROM ({wide}) AS w"
+    );
+    step(
+        &mut steps,
+        "sales-led funnel counts, one query (DataFusion)",
+        async { crate::query::run(&session, &counts).await },
+        |b| {
+            b.first()
+                .map(|batch| {
+                    (0..batch.num_columns())
+                        .filter_map(|c| {
+                            datafusion::arrow::util::display::array_value_to_string(batch.column(c), 0).ok()
+                        })
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                })
+                .unwrap_or_default()
+        },
+    )
+    .await?;
+    let (rows, _, _) = step(
+        &mut steps,
+        "funnel (2 journeys, periods, cohorts, publish)",
+        crate::funnel::run(&session, &journeys, None, &[], &cal),
+        |(rows, _, _)| format!("{} step rows", rows.len()),
+    )
+    .await?;
+    if let Some(python) = duckdb_python {
+        steps.push(duckdb_funnel(lake, python, as_of, &rows)?);
+    }
     Ok(steps)
 }
 
-pub fn render(steps: &[Step], opportunities: u64) -> String {
+/// The same sales-led funnel in DuckDB SQL on the same Parquet (bench/funnel_duckdb.py), timed in
+/// its own process; its step counts must equal ours or the bench fails.
+fn duckdb_funnel(lake: &Lake, python: &str, as_of: NaiveDate, ours: &[crate::funnel::StepRow]) -> Result<Step> {
+    let dir = lake.url.to_file_path().map_err(|_| Error::Other("the DuckDB comparison needs a local lake".into()))?;
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/bench/funnel_duckdb.py");
+    let out = std::process::Command::new(python)
+        .arg(script)
+        .arg(&dir)
+        .arg(as_of.to_string())
+        .output()
+        .map_err(|e| Error::Other(format!("cannot run {python}: {e}")))?;
+    if !out.status.success() {
+        return Err(Error::Other(format!("DuckDB reference failed: {}", String::from_utf8_lossy(&out.stderr))));
+    }
+    let v: serde_json::Value =
+        serde_json::from_slice(&out.stdout).map_err(|e| Error::Other(format!("DuckDB reference output: {e}")))?;
+    let theirs: Vec<i64> =
+        v["entered"].as_array().map(|a| a.iter().filter_map(|x| x.as_i64()).collect()).unwrap_or_default();
+    let mine: Vec<i64> =
+        ours.iter().filter(|r| r.journey == "sales_led" && r.dimension == "(all)").map(|r| r.entered).collect();
+    if theirs != mine {
+        return Err(Error::Other(format!(
+            "DuckDB and gtm-loop disagree on the sales-led funnel: {theirs:?} vs {mine:?}"
+        )));
+    }
+    Ok(Step {
+        name: format!("reference: {} (sales-led funnel SQL)", v["engine"].as_str().unwrap_or("duckdb")),
+        seconds: v["seconds"].as_f64().unwrap_or(f64::NAN),
+        peak_rss_mib: v["peak_rss_mib"].as_f64(),
+        detail: format!("same counts: {theirs:?}"),
+    })
+}
+
+pub fn render(steps: &[Step], lake: &str) -> String {
     let mut out = format!(
-        "benchmark: {opportunities} opportunities, {} cores\n{:<44} {:>10} {:>14}  {}\n",
+        "benchmark on {lake}, {} cores\n{:<50} {:>10} {:>14}  {}\n",
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
         "step",
         "seconds",
@@ -90,7 +167,7 @@ pub fn render(steps: &[Step], opportunities: u64) -> String {
     );
     for s in steps {
         out.push_str(&format!(
-            "{:<44} {:>10.1} {:>14}  {}\n",
+            "{:<50} {:>10.1} {:>14}  {}\n",
             s.name,
             s.seconds,
             s.peak_rss_mib.map(|m| format!("{m:.0}")).unwrap_or_else(|| "n/a".into()),

@@ -122,6 +122,9 @@ pub enum Command {
         /// The as-of date of the timed run.
         #[arg(long, default_value = "2026-06-30")]
         as_of: NaiveDate,
+        /// Also run the sales-led funnel in DuckDB (this Python must have the duckdb package).
+        #[arg(long)]
+        duckdb: Option<String>,
     },
     /// Print the lake contract as Markdown (data/contract/CONTRACT.md is this output).
     Contract,
@@ -235,9 +238,14 @@ pub async fn run(cli: Cli) -> Result<()> {
                 manifest.run_id
             )?;
         }
-        Command::Bench { opportunities, skip_generate, as_of } => {
-            let steps = crate::bench::run(&lake, opportunities, skip_generate, as_of).await?;
-            write!(stdout, "{}", crate::bench::render(&steps, opportunities))?;
+        Command::Bench { opportunities, skip_generate, as_of, duckdb } => {
+            let steps = crate::bench::run(&lake, opportunities, skip_generate, as_of, duckdb.as_deref()).await?;
+            let label = if skip_generate {
+                lake.url.to_string()
+            } else {
+                format!("{} ({opportunities} opportunities)", lake.url)
+            };
+            write!(stdout, "{}", crate::bench::render(&steps, &label))?;
         }
         Command::Contract => {
             write!(stdout, "{}", Contract::builtin().to_markdown())?;

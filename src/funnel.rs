@@ -102,13 +102,14 @@ pub struct StepRow {
     pub in_window: i64,
 }
 
-/// Computes every step, overall ('(all)') and per breakdown column, as of the session's date.
-pub async fn compute(
+/// The SQL of one row per entity: breakdown columns, r_k (first reach of step k) and t_k (the
+/// ordered, in-window reach), out-of-order and still-in-window flags. Returns it with the breakdown
+/// column names.
+pub async fn entity_sql(
     session: &LakeSession,
     journey: &Journey,
     extra_by: &[String],
-    cal: &Calendar,
-) -> Result<Computed> {
+) -> Result<(String, Vec<String>)> {
     let ctx = &session.ctx;
     let n = journey.steps.len();
     let plan_err = |what: &str, e: datafusion::error::DataFusionError| {
@@ -165,6 +166,22 @@ pub async fn compute(
         ));
     }
     sql.push_str(&format!(" SELECT * FROM w{}", n - 1));
+    Ok((sql, dims))
+}
+
+/// Computes every step, overall ('(all)') and per breakdown column, as of the session's date.
+pub async fn compute(
+    session: &LakeSession,
+    journey: &Journey,
+    extra_by: &[String],
+    cal: &Calendar,
+) -> Result<Computed> {
+    let ctx = &session.ctx;
+    let n = journey.steps.len();
+    let plan_err = |what: &str, e: datafusion::error::DataFusionError| {
+        Error::Other(format!("journey {}: {what} does not run: {e}", journey.name))
+    };
+    let (sql, dims) = entity_sql(session, journey, extra_by).await?;
     let wide = ctx.sql(&sql).await.map_err(|e| plan_err("its steps", e))?.cache().await?;
     let view = format!("funnel_entities_{}", journey.name);
     ctx.register_table(view.as_str(), wide.into_view())?;
