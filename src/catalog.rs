@@ -329,10 +329,14 @@ impl LakeSession {
             .with_default_catalog_and_schema("datafusion", "staging")
             .with_information_schema(true)
             .with_target_partitions(std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).max(2));
-        // Sorts and joins spill to disk past this budget instead of exhausting the machine.
-        let runtime = datafusion::execution::runtime_env::RuntimeEnvBuilder::new()
-            .with_memory_limit(memory_limit(), 1.0)
-            .build_arc()?;
+        // With GTM_LOOP_MEMORY_LIMIT set, sorts and joins spill to disk past that budget. Unset, the
+        // pool is unbounded: DataFusion 55 cannot spill every merge, so a default cap made large
+        // validations fail that fit in memory (see the closing notes of the lake-foundation issue).
+        let mut builder = datafusion::execution::runtime_env::RuntimeEnvBuilder::new();
+        if let Some(limit) = memory_limit() {
+            builder = builder.with_memory_limit(limit, 1.0);
+        }
+        let runtime = builder.build_arc()?;
         let ctx = SessionContext::new_with_config_rt(config, runtime);
         lake.register(&ctx);
         let catalog = ctx.catalog("datafusion").ok_or_else(|| Error::Other("no default catalog".into()))?;
@@ -450,24 +454,22 @@ impl LakeSession {
     }
 }
 
-/// The query memory budget: GTM_LOOP_MEMORY_LIMIT (e.g. "4G", "512M") or half of the machine.
-pub fn memory_limit() -> usize {
-    if let Ok(v) = std::env::var("GTM_LOOP_MEMORY_LIMIT") {
-        let v = v.trim().to_ascii_uppercase();
-        let (num, mult) = match v.chars().last() {
-            Some('G') => (&v[..v.len() - 1], 1usize << 30),
-            Some('M') => (&v[..v.len() - 1], 1usize << 20),
-            _ => (v.as_str(), 1usize),
-        };
-        if let Ok(n) = num.parse::<f64>() {
-            return (n * mult as f64) as usize;
+/// The query memory budget from GTM_LOOP_MEMORY_LIMIT ("4G", "512M", bytes), if set.
+pub fn memory_limit() -> Option<usize> {
+    let v = std::env::var("GTM_LOOP_MEMORY_LIMIT").ok()?;
+    let v = v.trim().to_ascii_uppercase();
+    let (num, mult) = match v.chars().last() {
+        Some('G') => (&v[..v.len() - 1], 1usize << 30),
+        Some('M') => (&v[..v.len() - 1], 1usize << 20),
+        _ => (v.as_str(), 1usize),
+    };
+    match num.parse::<f64>() {
+        Ok(n) => Some((n * mult as f64) as usize),
+        Err(_) => {
+            eprintln!("warning: GTM_LOOP_MEMORY_LIMIT={v} is not a size like 4G or 512M; no limit set");
+            None
         }
-        eprintln!("warning: GTM_LOOP_MEMORY_LIMIT={v} is not a size like 4G or 512M; using the default");
     }
-    let total_kib = std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|m| m.lines().find(|l| l.starts_with("MemTotal:"))?.split_whitespace().nth(1)?.parse::<usize>().ok());
-    total_kib.map(|k| k * 1024 / 2).unwrap_or(4 << 30)
 }
 
 /// A SQL identifier, quoted.

@@ -137,11 +137,9 @@ pub fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
-            if e.to_string().contains("Resources exhausted") {
-                eprintln!(
-                    "hint: the query memory budget is {} MiB; raise it with GTM_LOOP_MEMORY_LIMIT (e.g. 16G)",
-                    crate::catalog::memory_limit() >> 20
-                );
+            if let (true, Some(limit)) = (e.to_string().contains("Resources exhausted"), crate::catalog::memory_limit())
+            {
+                eprintln!("hint: GTM_LOOP_MEMORY_LIMIT caps queries at {} MiB; raise or unset it", limit >> 20);
             }
             match e {
                 Error::Contract { .. } | Error::Refused(_) | Error::Config { .. } => ExitCode::from(2),
