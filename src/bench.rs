@@ -84,31 +84,32 @@ pub async fn run(
     .await?;
     let journeys = crate::funnel::load(None)?;
     let cal = crate::funnel::Calendar::default();
-    // The like-for-like comparison with DuckDB: the sales-led step counts as one query.
+    // The like-for-like comparison with DuckDB: the sales-led step counts (entities and steps are
+    // held one by one, as the funnel job does, then joined and counted).
     let sales_led = journeys.iter().find(|j| j.name == "sales_led").expect("built-in journey");
-    let (wide, _) = crate::funnel::entity_sql(&session, sales_led, &[]).await?;
-    let counts = format!(
-        "SELECT COUNT(t0), COUNT(t1), COUNT(t2), COUNT(t3), COUNT(t4), \
+    let counts = |wide: String| {
+        format!(
+            "SELECT COUNT(t0), COUNT(t1), COUNT(t2), COUNT(t3), COUNT(t4), \
          percentile_cont(0.5) WITHIN GROUP (ORDER BY (date_part('epoch', t1) - date_part('epoch', t0)) / 86400.0) \
          FROM ({wide}) AS w"
-    );
-    step(
-        &mut steps,
-        "sales-led funnel counts, one query (DataFusion)",
-        async { crate::query::run(&session, &counts).await },
-        |b| {
-            b.first()
-                .map(|batch| {
-                    (0..batch.num_columns())
-                        .filter_map(|c| {
-                            datafusion::arrow::util::display::array_value_to_string(batch.column(c), 0).ok()
-                        })
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                })
-                .unwrap_or_default()
-        },
-    )
+        )
+    };
+    let work = async {
+        let (wide, _) = crate::funnel::entity_sql(&session, sales_led, &[]).await?;
+        let out = crate::query::run(&session, &counts(wide)).await;
+        crate::funnel::release_work(&session, sales_led)?;
+        out
+    };
+    step(&mut steps, "sales-led funnel counts (DataFusion)", work, |b| {
+        b.first()
+            .map(|batch| {
+                (0..batch.num_columns())
+                    .filter_map(|c| datafusion::arrow::util::display::array_value_to_string(batch.column(c), 0).ok())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            })
+            .unwrap_or_default()
+    })
     .await?;
     let (rows, _, _) = step(
         &mut steps,

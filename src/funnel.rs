@@ -104,7 +104,7 @@ pub struct StepRow {
 
 /// The SQL of one row per entity: breakdown columns, r_k (first reach of step k) and t_k (the
 /// ordered, in-window reach), out-of-order and still-in-window flags. Returns it with the breakdown
-/// column names.
+/// column names. It reads `work.<journey>_*` tables computed here; `release_work` drops them.
 pub async fn entity_sql(
     session: &LakeSession,
     journey: &Journey,
@@ -135,13 +135,28 @@ pub async fn entity_sql(
         .filter(|n| n != "entity_id" && n != "entered_at")
         .collect();
 
-    // One row per entity: r_k = first reach of step k; t_k = ordered, in-window reach.
-    let mut sql = format!("WITH e AS ({entities})");
+    // Entities and each step's first reaches are computed one at a time and held (a few columns
+    // each), so the as-of views behind them never run side by side in one plan: at 1M deals one
+    // combined plan needed more than 24 GB.
+    let catalog = ctx.catalog("datafusion").ok_or_else(|| Error::Other("no default catalog".into()))?;
+    if catalog.schema("work").is_none() {
+        catalog.register_schema("work", Arc::new(datafusion::catalog::MemorySchemaProvider::new()))?;
+    }
+    let hold = |name: String, sql: String, what: &'static str| async move {
+        let df = ctx.sql(&sql).await.map_err(|e| plan_err(what, e))?.cache().await?;
+        ctx.deregister_table(format!("work.{name}").as_str())?;
+        ctx.register_table(format!("work.{name}").as_str(), df.into_view())?;
+        Ok::<String, Error>(format!("work.{name}"))
+    };
+    let e_table = hold(format!("{}_entities", journey.name), entities, "entities").await?;
+    let mut sql = format!("WITH e AS (SELECT * FROM {e_table})");
     for (k, step) in journey.steps.iter().enumerate() {
-        sql.push_str(&format!(
-            ", s{k} AS (SELECT CAST(entity_id AS VARCHAR) AS entity_id, MIN(CAST(reached_at AS TIMESTAMP)) AS t FROM ({}) AS q GROUP BY 1)",
+        let reached = format!(
+            "SELECT CAST(entity_id AS VARCHAR) AS entity_id, MIN(CAST(reached_at AS TIMESTAMP)) AS t FROM ({}) AS q GROUP BY 1",
             session.fill(&step.reached)
-        ));
+        );
+        let table = hold(format!("{}_step{k}", journey.name), reached, "a step").await?;
+        sql.push_str(&format!(", s{k} AS (SELECT * FROM {table})"));
     }
     let mut select = vec![
         "CAST(e.entity_id AS VARCHAR) AS entity_id".to_string(),
@@ -167,6 +182,15 @@ pub async fn entity_sql(
     }
     sql.push_str(&format!(" SELECT * FROM w{}", n - 1));
     Ok((sql, dims))
+}
+
+/// Drops the held tables of `entity_sql`.
+pub fn release_work(session: &LakeSession, journey: &Journey) -> Result<()> {
+    session.ctx.deregister_table(format!("work.{}_entities", journey.name).as_str())?;
+    for k in 0..journey.steps.len() {
+        session.ctx.deregister_table(format!("work.{}_step{k}", journey.name).as_str())?;
+    }
+    Ok(())
 }
 
 /// Computes every step, overall ('(all)') and per breakdown column, as of the session's date.
@@ -265,6 +289,7 @@ pub async fn compute(
     let periods = period_comparison(session, journey, &view, cal).await?;
     let cohorts = cohort_table(session, journey, &view).await?;
     ctx.deregister_table(view.as_str())?;
+    release_work(session, journey)?;
     Ok(Computed { steps: rows, periods, cohorts })
 }
 
