@@ -280,5 +280,5 @@ fn generated_lake_breakdowns_add_up_and_the_planted_activation_gap_shows() {
         "{b:?}"
     );
     assert!(f(&b[0], "p_adjusted") < 0.05 && f(&b[0], "entered") >= 30.0);
-    assert!(r.stdout.contains("for channel = paid_search converts"), "{}", r.stdout);
+    assert!(r.stdout.contains("bottlenecks (") && r.stdout.contains(" converts "), "{}", r.stdout);
 }
