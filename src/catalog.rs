@@ -27,7 +27,9 @@ pub const SCHEMAS: &[(&str, &str)] = &[
     ("raw", "tables exactly as landed (files under raw/)"),
     ("known", "contract columns and types, the version of each row known as of the run date"),
     ("staging", "typed, as-of, business-ready (sql/staging/*.sql); the default schema"),
+    ("mart", "facts the jobs share (sql/marts/*.sql and the org hierarchy), as of the run date"),
     ("output", "tables published by jobs (latest committed run per as-of date)"),
+    ("log", "append-only logs (the decision-trace log), every record ever appended"),
 ];
 
 const KNOWN_TEMPLATE: &str = include_str!("../sql/staging/_known_as_of.sql");
@@ -39,6 +41,14 @@ macro_rules! staging_sql {
 }
 
 /// One SQL file per staged table, named after the table it produces.
+/// Mart views, in dependency order (`stage_exit` reads `deal`).
+pub const MART_SQL: &[(&str, &str)] = &[
+    ("deal", include_str!("../sql/marts/deal.sql")),
+    ("quota_day", include_str!("../sql/marts/quota_day.sql")),
+    ("stage_exit", include_str!("../sql/marts/stage_exit.sql")),
+    ("activity", include_str!("../sql/marts/activity.sql")),
+];
+
 pub const STAGING_SQL: &[(&str, &str)] = staging_sql!(
     "account",
     "contact",
@@ -358,7 +368,18 @@ impl LakeSession {
                 .into_view();
             session.ctx.register_table(format!("staging.{name}"), view)?;
         }
+        for (name, sql) in MART_SQL {
+            let view = session
+                .ctx
+                .sql(&session.fill(sql))
+                .await
+                .map_err(|e| Error::Other(format!("sql/marts/{name}.sql does not plan: {e}")))?
+                .into_view();
+            session.ctx.register_table(format!("mart.{name}"), view)?;
+        }
+        crate::org::register(&session).await?;
         crate::publish::register_outputs(&session).await?;
+        crate::decision_log::register(&session).await?;
         Ok(session)
     }
 

@@ -29,14 +29,35 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// The scheduled cadence: generate the demo lake if absent, validate it, run the journey funnels.
+    /// The scheduled cadence: generate the demo lake if absent, validate it, run the journey
+    /// funnels and the KPI job, and write the leadership report.
     Run {
-        /// See the lake as it stood at the end of this day (YYYY-MM-DD).
+        /// See the lake as it stood at the end of this day (YYYY-MM-DD). Default: the day of the
+        /// lake's latest recorded deal change (said on the first line), never the wall clock.
         #[arg(long)]
         as_of: Option<NaiveDate>,
         /// Opportunities to generate when the lake is empty.
         #[arg(long, default_value_t = 2_000)]
         opportunities: u64,
+    },
+    /// The KPI hierarchy (data/kpi_catalog.toml) at company, region, manager and seller level,
+    /// its severity, interventions and the leadership report (HTML and Markdown).
+    Kpis {
+        /// The as-of date (required: KPIs are always relative to an explicit date).
+        #[arg(long)]
+        as_of: NaiveDate,
+        /// A KPI catalog file instead of the built-in data/kpi_catalog.toml.
+        #[arg(long)]
+        catalog: Option<PathBuf>,
+        /// A job file instead of the built-in jobs/kpis.toml (grains, severity rules).
+        #[arg(long)]
+        job: Option<PathBuf>,
+        /// First month of the fiscal year (1-12).
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=12))]
+        fiscal_year_start: u32,
+        /// Weeks start on Sunday (default Monday).
+        #[arg(long)]
+        week_starts_sunday: bool,
     },
     /// Write a deterministic demo lake (replaces raw/ and truth.json; outputs are kept).
     Generate {
@@ -158,7 +179,15 @@ pub async fn run(cli: Cli) -> Result<()> {
                 eprintln!("no raw data in {}: generating the demo lake ({opportunities} opportunities)", lake.url);
                 crate::generate::generate(&lake, &GenerateOptions { opportunities, ..Default::default() }).await?;
             }
-            let session = LakeSession::open(&lake, AsOf(as_of)).await?;
+            let as_of = match as_of {
+                Some(d) => d,
+                None => {
+                    let d = latest_recorded_day(&lake).await?;
+                    writeln!(stdout, "as of {d}: the lake's latest recorded deal change (pass --as-of to choose)")?;
+                    d
+                }
+            };
+            let session = LakeSession::open(&lake, AsOf(Some(as_of))).await?;
             let report = crate::validate::run(&session).await?;
             write!(stdout, "{}", crate::validate::summary(&report.findings))?;
             writeln!(
@@ -175,6 +204,27 @@ pub async fn run(cli: Cli) -> Result<()> {
                 stdout,
                 "published run {} (output.funnel_steps, funnel_breakdown, funnel_periods, funnel_cohorts)",
                 manifest.run_id
+            )?;
+            // Monthly performance loop: the KPI hierarchy and the leadership report.
+            let (job, catalog) = crate::kpi::load(None, None)?;
+            let result = crate::kpi::run(&session, &job, &catalog, 1, false).await?;
+            write!(stdout, "\n{}", result.text)?;
+            writeln!(
+                stdout,
+                "published run {} (output.kpi_values, kpi_interventions, kpi_units)",
+                result.manifest.run_id
+            )?;
+        }
+        Command::Kpis { as_of, catalog, job, fiscal_year_start, week_starts_sunday } => {
+            let session = LakeSession::open(&lake, AsOf(Some(as_of))).await?;
+            refuse_broken(&session, &lake)?;
+            let (job, catalog) = crate::kpi::load(job.as_deref(), catalog.as_deref())?;
+            let result = crate::kpi::run(&session, &job, &catalog, fiscal_year_start, week_starts_sunday).await?;
+            write!(stdout, "{}", result.text)?;
+            writeln!(
+                stdout,
+                "published run {} (output.kpi_values, kpi_interventions, kpi_units)",
+                result.manifest.run_id
             )?;
         }
         Command::Generate { opportunities, seed, end, days, usage_days } => {
@@ -250,6 +300,30 @@ pub async fn run(cli: Cli) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The day of the lake's latest recorded deal change: the default as-of of `run`, taken from the
+/// data and said, so a scheduled run is reproducible (the wall clock would not be).
+async fn latest_recorded_day(lake: &Lake) -> Result<NaiveDate> {
+    let session = LakeSession::open(lake, AsOf(None)).await?;
+    let batches = session
+        .ctx
+        .sql("SELECT CAST(MAX(created_date) AS DATE) FROM staging.opportunity_history")
+        .await?
+        .collect()
+        .await?;
+    let day = batches.first().filter(|b| b.num_rows() > 0).and_then(|b| {
+        b.column(0).as_any().downcast_ref::<datafusion::arrow::array::Date32Array>().and_then(|a| a.value_as_date(0))
+    });
+    day.ok_or_else(|| {
+        Error::Other("the lake has no opportunity_history to date the run from: pass --as-of YYYY-MM-DD".into())
+    })
+}
+
+/// Jobs do not run on a lake that breaks its contract (they would read empty tables as zeros).
+fn refuse_broken(session: &LakeSession, lake: &Lake) -> Result<()> {
+    let problems = session.contract_problems();
+    if problems.is_empty() { Ok(()) } else { Err(Error::Contract { lake: lake.url.to_string(), problems }) }
 }
 
 /// Queries run on a lake with contract problems (analysts need to look at broken data), but say so.

@@ -84,6 +84,7 @@ pub struct RunWriter {
     timings_ms: BTreeMap<String, u64>,
     notes: Vec<String>,
     artifacts: Vec<FileEntry>,
+    playbook_version: Option<String>,
 }
 
 impl RunWriter {
@@ -102,7 +103,13 @@ impl RunWriter {
             timings_ms: BTreeMap::new(),
             notes: Vec::new(),
             artifacts: Vec::new(),
+            playbook_version: None,
         }
+    }
+
+    /// The playbook or catalog version the run used, recorded in its manifest.
+    pub fn set_playbook_version(&mut self, version: impl Into<String>) {
+        self.playbook_version = Some(version.into());
     }
 
     /// Writes a report file of the run (a chart, a summary) under
@@ -193,7 +200,7 @@ impl RunWriter {
             started_at: self.started_at.clone(),
             committed_at: Utc::now().to_rfc3339_opts(SecondsFormat::Micros, true),
             code_version: env!("CARGO_PKG_VERSION").to_string(),
-            playbook_version: None,
+            playbook_version: self.playbook_version.take(),
             inputs: std::mem::take(&mut self.inputs),
             tables: std::mem::take(&mut self.tables),
             timings_ms: std::mem::take(&mut self.timings_ms),

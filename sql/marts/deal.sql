@@ -1,0 +1,48 @@
+-- One row per deal as it stood on the run date (staging.opportunity), with what the KPIs ask of
+-- it: the source class of its pipeline, how many stakeholders it has, whether it had a discovery
+-- meeting and a demo, and its cycle length. Amounts are summed as landed: validate flags deals in
+-- another currency (mixed_currency), and no FX rate table is in the contract yet.
+WITH roles AS (
+  SELECT opportunity_id,
+    COUNT(DISTINCT contact_id) AS contacts,
+    MAX(CASE WHEN lower(role) = 'economic buyer' THEN 1 ELSE 0 END) AS has_economic_buyer
+  FROM staging.opportunity_contact_role
+  GROUP BY opportunity_id
+),
+meetings AS (
+  SELECT what_id AS opportunity_id,
+    MAX(CASE WHEN lower(type) = 'discovery' THEN 1 ELSE 0 END) AS had_discovery,
+    MAX(CASE WHEN lower(type) = 'demo' THEN 1 ELSE 0 END) AS had_demo
+  FROM staging.event
+  GROUP BY what_id
+)
+SELECT
+  o.id,
+  o.owner_id,
+  o.account_id,
+  o.type,
+  o.stage_name,
+  o.forecast_category,
+  o.amount,
+  o.is_closed,
+  o.is_won,
+  CAST(o.created_date AS DATE) AS created_day,
+  o.close_date,
+  -- Days from creation to close; NULL (not negative, not zero) when the close date is before the
+  -- creation date: validate reports those as closed_before_created.
+  CASE WHEN o.is_closed AND o.close_date >= CAST(o.created_date AS DATE)
+       THEN CAST(date_part('day', CAST(o.close_date AS TIMESTAMP) - date_trunc('day', o.created_date)) AS DOUBLE) END AS cycle_days,
+  o.lead_source,
+  CASE
+    WHEN o.lead_source IS NULL OR trim(o.lead_source) = '' THEN '(unknown)'
+    WHEN lower(trim(o.lead_source)) IN ('outbound', 'seller', 'sales', 'cold call', 'prospecting') THEN 'seller'
+    WHEN lower(trim(o.lead_source)) IN ('partner', 'referral', 'partner referral', 'reseller') THEN 'partner'
+    ELSE 'marketing'
+  END AS source_class,
+  COALESCE(r.contacts, 0) AS contacts,
+  COALESCE(r.has_economic_buyer, 0) = 1 AS has_economic_buyer,
+  COALESCE(m.had_discovery, 0) = 1 AS had_discovery,
+  COALESCE(m.had_demo, 0) = 1 AS had_demo
+FROM staging.opportunity AS o
+LEFT JOIN roles AS r ON r.opportunity_id = o.id
+LEFT JOIN meetings AS m ON m.opportunity_id = o.id

@@ -1,0 +1,18 @@
+-- Every time a deal left a stage, known on the run date: from which stage to which, when, after
+-- how many days, and whether it moved forward (a later open stage or won) or not (lost, or back).
+WITH changes AS (
+  SELECT h.opportunity_id, h.created_date, h.stage_name,
+    LAG(h.stage_name) OVER (PARTITION BY h.opportunity_id ORDER BY h.created_date, h.id) AS from_stage,
+    LAG(h.created_date) OVER (PARTITION BY h.opportunity_id ORDER BY h.created_date, h.id) AS from_at
+  FROM staging.opportunity_history AS h
+  WHERE h.stage_name IS NOT NULL
+)
+SELECT c.opportunity_id, d.owner_id, c.from_stage, c.stage_name AS to_stage,
+  CAST(c.created_date AS DATE) AS exit_day,
+  CAST(date_part('epoch', c.created_date - c.from_at) AS DOUBLE) / 86400.0 AS days_in_stage,
+  (t.sort_order > f.sort_order AND NOT (t.is_closed AND NOT t.is_won)) AS moved_forward
+FROM changes AS c
+JOIN staging.opportunity_stage AS f ON f.master_label = c.from_stage
+JOIN staging.opportunity_stage AS t ON t.master_label = c.stage_name
+JOIN mart.deal AS d ON d.id = c.opportunity_id
+WHERE c.from_stage IS NOT NULL AND c.from_stage <> c.stage_name AND NOT f.is_closed
