@@ -22,6 +22,11 @@ use crate::org::{Membership, NO_REGION};
 
 const BUILTIN_CATALOG: &str = include_str!("../data/kpi_catalog.toml");
 const BUILTIN_JOB: &str = include_str!("../jobs/kpis.toml");
+/// Deal snapshots per period of the grain being computed (they read `mart.period`).
+const SNAPSHOT_SQL: [(&str, &str); 2] = [
+    ("deal_at_period_start", include_str!("../sql/marts/deal_at_period_start.sql")),
+    ("deal_at_period_end", include_str!("../sql/marts/deal_at_period_end.sql")),
+];
 pub const STAGES: [&str; 4] = ["Inputs", "Capability", "Execution", "Outcomes"];
 pub const LEVELS: [&str; 4] = ["company", "region", "manager", "seller"];
 
@@ -432,6 +437,19 @@ pub async fn compute(
         let cal = Calendar { grain: grain(g).map_err(Error::Other)?, fiscal_year_start_month, week_starts_sunday };
         let list = periods(&cal, first, as_of);
         register_periods(session, &list)?;
+        // Deal snapshots at each period's start and end, once per grain, for the KPIs that need them.
+        for (name, sql) in SNAPSHOT_SQL {
+            let table = format!("mart.{name}");
+            let _ = session.ctx.deregister_table(table.as_str())?;
+            let snap = session
+                .ctx
+                .sql(&session.fill(sql))
+                .await
+                .map_err(|e| Error::Other(format!("sql/marts/{name}.sql does not plan: {e}")))?
+                .cache()
+                .await?;
+            session.ctx.register_table(table.as_str(), snap.into_view())?;
+        }
         for kpi in &catalog.kpis {
             if let Some((_, missing)) = skipped.iter().find(|(id, _)| *id == kpi.id) {
                 let p = period_of(&cal, as_of);
