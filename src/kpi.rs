@@ -846,6 +846,84 @@ pub fn cell_batch(cells: &[Cell], catalog: &Catalog) -> Result<RecordBatch> {
     )?)
 }
 
+/// Closed deals of a unit's subtree in the last complete quarter, by account segment.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Segment {
+    pub unit_id: String,
+    pub dimension: String,
+    pub segment: String,
+    pub won: i64,
+    pub closed: i64,
+    pub bookings: f64,
+}
+
+/// Segments (size band, industry) per company, region and manager unit for the last complete
+/// calendar-or-fiscal quarter before the as-of date: the regional leader's territory view.
+pub async fn segments(session: &LakeSession, quarter: Period) -> Result<Vec<Segment>> {
+    let mut out = Vec::new();
+    for (dimension, column) in [("size band", "size_band"), ("industry", "industry")] {
+        let sql = format!(
+            "SELECT m.unit_id, COALESCE(CAST(d.{column} AS VARCHAR), '(unknown)') AS segment, \
+               SUM(CASE WHEN d.is_won THEN 1 ELSE 0 END) AS won, COUNT(*) AS closed, \
+               SUM(CASE WHEN d.is_won THEN COALESCE(d.amount, 0) ELSE 0 END) AS bookings \
+             FROM mart.deal AS d JOIN mart.org_unit AS m ON m.member_id = d.owner_id \
+             WHERE d.is_closed AND m.level IN ('company', 'region', 'manager') \
+               AND d.close_date BETWEEN DATE '{}' AND DATE '{}' \
+             GROUP BY 1, 2 ORDER BY 1, 2",
+            quarter.start, quarter.end
+        );
+        for b in session.ctx.sql(&sql).await?.collect().await? {
+            let (u, seg) = (strings(b.column(0))?, strings(b.column(1))?);
+            let (won, closed, bookings) = (floats(b.column(2))?, floats(b.column(3))?, floats(b.column(4))?);
+            for r in 0..b.num_rows() {
+                out.push(Segment {
+                    unit_id: u[r].clone().unwrap_or_default(),
+                    dimension: dimension.into(),
+                    segment: seg[r].clone().unwrap_or_default(),
+                    won: won[r].unwrap_or(0.0) as i64,
+                    closed: closed[r].unwrap_or(0.0) as i64,
+                    bookings: bookings[r].unwrap_or(0.0),
+                });
+            }
+        }
+    }
+    Ok(out)
+}
+
+pub fn segment_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("period_start", DataType::Date32, false),
+        Field::new("unit_id", DataType::Utf8, false),
+        Field::new("dimension", DataType::Utf8, false),
+        Field::new("segment", DataType::Utf8, false),
+        Field::new("won", DataType::Int64, false),
+        Field::new("closed", DataType::Int64, false),
+        Field::new("win_rate", DataType::Float64, true),
+        Field::new("bookings", DataType::Float64, false),
+    ]))
+}
+
+pub fn segment_batch(rows: &[Segment], quarter: Period) -> Result<RecordBatch> {
+    let s = |f: &dyn Fn(&Segment) -> String| -> ArrayRef {
+        Arc::new(StringArray::from(rows.iter().map(f).collect::<Vec<_>>()))
+    };
+    Ok(RecordBatch::try_new(
+        segment_schema(),
+        vec![
+            Arc::new(Date32Array::from(vec![Date32Array::from_naive_date(quarter.start); rows.len()])),
+            s(&|r| r.unit_id.clone()),
+            s(&|r| r.dimension.clone()),
+            s(&|r| r.segment.clone()),
+            Arc::new(Int64Array::from(rows.iter().map(|r| r.won).collect::<Vec<_>>())),
+            Arc::new(Int64Array::from(rows.iter().map(|r| r.closed).collect::<Vec<_>>())),
+            Arc::new(Float64Array::from(
+                rows.iter().map(|r| (r.closed > 0).then(|| r.won as f64 / r.closed as f64)).collect::<Vec<_>>(),
+            )),
+            Arc::new(Float64Array::from(rows.iter().map(|r| r.bookings).collect::<Vec<_>>())),
+        ],
+    )?)
+}
+
 /// What one KPI run produced.
 pub struct RunResult {
     pub computed: Computed,
@@ -904,6 +982,11 @@ pub async fn run(
         .await?;
     let members = crate::org::memberships(session).await?;
     run.write_table("kpi_units", crate::org::schema(), &[crate::org::batch(&members)?]).await?;
+    let cal = Calendar { grain: Grain::Quarter, fiscal_year_start_month, week_starts_sunday };
+    let current = period_of(&cal, as_of);
+    let quarter = if current.end <= as_of { current } else { period_of(&cal, current.start - Days::new(1)) };
+    let segments = segments(session, quarter).await?;
+    run.write_table("kpi_segments", segment_schema(), &[segment_batch(&segments, quarter)?]).await?;
     let (funnels, bottlenecks) = funnel_artifacts(session).await?;
     let input = crate::report::Input {
         as_of,
@@ -915,6 +998,8 @@ pub async fn run(
         funnels: &funnels,
         bottlenecks: &bottlenecks,
         skipped: &computed.skipped,
+        segments: &segments,
+        segment_quarter: quarter.start,
     };
     let views = crate::report::views(&computed.units, &computed.cells);
     let pages: Vec<(String, String)> = views

@@ -22,6 +22,9 @@ pub struct Input<'a> {
     pub bottlenecks: &'a [String],
     /// KPIs whose source tables are not landed, with the tables.
     pub skipped: &'a [(String, Vec<String>)],
+    /// Closed deals by account segment per unit, in the quarter starting `segment_quarter`.
+    pub segments: &'a [crate::kpi::Segment],
+    pub segment_quarter: NaiveDate,
 }
 
 /// Who the view is for: the VP (the whole company), a regional leader or a manager (a subtree).
@@ -348,6 +351,34 @@ pub fn html(input: &Input, view: &View) -> String {
         h.push_str("</table></details>");
     }
 
+    let segs: Vec<&crate::kpi::Segment> = input.segments.iter().filter(|s| s.unit_id == view.root).collect();
+    if !segs.is_empty() {
+        let _ = write!(
+            h,
+            "<h2>Territory by segment (deals closed in the quarter from {})</h2><div class=\"stages\">",
+            input.segment_quarter
+        );
+        for dim in ["size band", "industry"] {
+            let _ = write!(
+                h,
+                "<div><h3>By {dim}</h3><table><tr><th>{dim}</th><th>Won / closed</th><th>Win rate</th><th>Bookings</th></tr>"
+            );
+            for s in segs.iter().filter(|s| s.dimension == dim) {
+                let rate =
+                    if s.closed > 0 { fmt_value("percent", s.won as f64 / s.closed as f64) } else { "–".into() };
+                let _ = write!(
+                    h,
+                    "<tr><td>{}</td><td class=\"num\">{} / {}</td><td class=\"num\">{rate}</td><td class=\"num\">{}</td></tr>",
+                    esc(&s.segment),
+                    s.won,
+                    s.closed,
+                    fmt_value("currency", s.bookings)
+                );
+            }
+            h.push_str("</table></div>");
+        }
+        h.push_str("</div>");
+    }
     if !input.funnels.is_empty() || !input.bottlenecks.is_empty() {
         h.push_str("<h2>Funnels and bottlenecks</h2>");
         for (_, svg) in input.funnels {

@@ -216,6 +216,16 @@ fn hand_built_org_values_at_four_levels_and_every_severity_class() {
     // The Wilson interval of S1's 2 of 3: 20.8% to 93.9%.
     assert!((f(s1, "ci_low") - 0.2077).abs() < 1e-3 && (f(s1, "ci_high") - 0.9385).abs() < 1e-3, "{s1:?}");
 
+    // Segments of the last complete quarter (Jan-Mar): 13 + 12 + 6 won and 1 lost, all at an
+    // account with no employee count, so one '(unknown)' size band: nothing dropped.
+    let seg = query(
+        lake,
+        "SELECT segment, won, closed FROM output.kpi_segments WHERE unit_id = 'company' AND dimension = 'size band'",
+        None,
+    );
+    assert_eq!(seg.len(), 1, "{seg:?}");
+    assert_eq!((s(&seg[0], "segment"), f(&seg[0], "won"), f(&seg[0], "closed")), ("(unknown)", 31.0, 32.0));
+
     // Interventions: one per non-green cell of the primary KPI, systemic ones grouped per parent.
     let iv = query(lake, "SELECT * FROM output.kpi_interventions ORDER BY unit_id, status", None);
     let find = |unit: &str, status: &str| {

@@ -42,7 +42,12 @@ SELECT
   COALESCE(r.contacts, 0) AS contacts,
   COALESCE(r.has_economic_buyer, 0) = 1 AS has_economic_buyer,
   COALESCE(m.had_discovery, 0) = 1 AS had_discovery,
-  COALESCE(m.had_demo, 0) = 1 AS had_demo
+  COALESCE(m.had_demo, 0) = 1 AS had_demo,
+  -- The account's segment, for the regional leader's view.
+  CASE WHEN a.number_of_employees IS NULL THEN NULL WHEN a.number_of_employees < 200 THEN 'SMB'
+       WHEN a.number_of_employees < 2000 THEN 'Mid-Market' ELSE 'Enterprise' END AS size_band,
+  a.industry
 FROM staging.opportunity AS o
+LEFT JOIN staging.account AS a ON a.id = o.account_id
 LEFT JOIN roles AS r ON r.opportunity_id = o.id
 LEFT JOIN meetings AS m ON m.opportunity_id = o.id
