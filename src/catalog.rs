@@ -47,6 +47,7 @@ pub const MART_SQL: &[(&str, &str)] = &[
     ("quota_day", include_str!("../sql/marts/quota_day.sql")),
     ("stage_exit", include_str!("../sql/marts/stage_exit.sql")),
     ("activity", include_str!("../sql/marts/activity.sql")),
+    ("deal_context", include_str!("../sql/risk/deal_context.sql")),
 ];
 
 pub const STAGING_SQL: &[(&str, &str)] = staging_sql!(

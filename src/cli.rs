@@ -59,6 +59,56 @@ pub enum Command {
         #[arg(long)]
         week_starts_sunday: bool,
     },
+    /// The weekly Deal Risk Monitor: the playbook's flags on every open deal, a risk score, this
+    /// week's move, the rep and manager views, and the decision-trace log.
+    Risk {
+        #[arg(long)]
+        as_of: NaiveDate,
+        /// A playbook file instead of the built-in data/playbook.toml.
+        #[arg(long)]
+        playbook: Option<PathBuf>,
+    },
+    /// Record what a rep actually did on a flagged deal (appended to the decision-trace log), or
+    /// import it from CRM tasks logged on flagged deals after the flag.
+    Action {
+        /// The deal (opportunity id).
+        #[arg(long, required_unless_present = "from_tasks")]
+        deal: Option<String>,
+        /// What was done.
+        #[arg(long, required_unless_present = "from_tasks")]
+        did: Option<String>,
+        /// Why (or why the recommended move was not taken).
+        #[arg(long, default_value = "")]
+        why: String,
+        /// Who did it (a user id or name).
+        #[arg(long, default_value = "")]
+        by: String,
+        /// The date it was done (default: the as-of date).
+        #[arg(long)]
+        on: Option<NaiveDate>,
+        /// Read the lake as of this date (default: today is never used; give a date).
+        #[arg(long)]
+        as_of: NaiveDate,
+        /// Import every task logged on a flagged deal after its flag, up to the as-of date.
+        #[arg(long)]
+        from_tasks: bool,
+    },
+    /// Walk-forward backtest of the deal risk score: weekly as-of dates, no look-ahead; how well
+    /// the score ranks deals that later slip or are lost.
+    Backtest {
+        #[arg(long)]
+        from: NaiveDate,
+        #[arg(long)]
+        to: NaiveDate,
+        /// Days between as-of dates.
+        #[arg(long, default_value_t = 7)]
+        every_days: u64,
+        /// Days after each as-of date at which the outcome is read.
+        #[arg(long, default_value_t = 60)]
+        horizon_days: u64,
+        #[arg(long)]
+        playbook: Option<PathBuf>,
+    },
     /// Write a deterministic demo lake (replaces raw/ and truth.json; outputs are kept).
     Generate {
         #[arg(long, default_value_t = 2_000)]
@@ -205,6 +255,11 @@ pub async fn run(cli: Cli) -> Result<()> {
                 "published run {} (output.funnel_steps, funnel_breakdown, funnel_periods, funnel_cohorts)",
                 manifest.run_id
             )?;
+            // Weekly execution loop: deal risk.
+            let playbook = crate::risk::load(None)?;
+            let (_, text, manifest, _) = crate::risk::run(&session, &playbook).await?;
+            write!(stdout, "\n{text}")?;
+            writeln!(stdout, "published run {} (output.deal_risk, deal_risk_flags)", manifest.run_id)?;
             // Monthly performance loop: the KPI hierarchy and the leadership report.
             let (job, catalog) = crate::kpi::load(None, None)?;
             let result = crate::kpi::run(&session, &job, &catalog, 1, false).await?;
@@ -226,6 +281,30 @@ pub async fn run(cli: Cli) -> Result<()> {
                 "published run {} (output.kpi_values, kpi_interventions, kpi_units)",
                 result.manifest.run_id
             )?;
+        }
+        Command::Risk { as_of, playbook } => {
+            let session = LakeSession::open(&lake, AsOf(Some(as_of))).await?;
+            refuse_broken(&session, &lake)?;
+            let playbook = crate::risk::load(playbook.as_deref())?;
+            let (_, text, manifest, _) = crate::risk::run(&session, &playbook).await?;
+            write!(stdout, "{text}")?;
+            writeln!(stdout, "published run {} (output.deal_risk, deal_risk_flags)", manifest.run_id)?;
+        }
+        Command::Action { deal, did, why, by, on, as_of, from_tasks } => {
+            let session = LakeSession::open(&lake, AsOf(Some(as_of))).await?;
+            let n = if from_tasks {
+                crate::action::import_tasks(&session, as_of).await?
+            } else {
+                let deal = deal.unwrap_or_default();
+                let did = did.unwrap_or_default();
+                crate::action::record(&session, &deal, &did, &why, &by, on.unwrap_or(as_of), as_of).await?
+            };
+            writeln!(stdout, "{n} new action record(s) in log/decision_trace")?;
+        }
+        Command::Backtest { from, to, every_days, horizon_days, playbook } => {
+            let playbook = crate::risk::load(playbook.as_deref())?;
+            let report = crate::backtest::run(&lake, &playbook, from, to, every_days, horizon_days).await?;
+            write!(stdout, "{}", report.text)?;
         }
         Command::Generate { opportunities, seed, end, days, usage_days } => {
             let truth =

@@ -1,6 +1,8 @@
 //! gtm-loop: a go-to-market data lake turned into a learning loop.
 //! The library does the work; `main.rs` is a thin `clap` front end over `cli::run`.
 
+pub mod action;
+pub mod backtest;
 pub mod bench;
 pub mod catalog;
 pub mod cli;
@@ -18,6 +20,7 @@ pub mod progress;
 pub mod publish;
 pub mod query;
 pub mod report;
+pub mod risk;
 pub mod rowbuf;
 pub mod validate;
 

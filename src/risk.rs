@@ -1,0 +1,683 @@
+//! The Deal Risk Monitor (weekly execution loop): the playbook's seven flags on every open deal as
+//! of the run date, a 0-100 risk score with a confidence, one specific next move, and the
+//! decision-trace records the learning loop trains on.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::Arc;
+
+use chrono::{Datelike, Days, NaiveDate};
+use datafusion::arrow::array::{ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use serde::Deserialize;
+
+use crate::catalog::LakeSession;
+use crate::decision_log::{Record, record_id};
+use crate::error::{Error, Result};
+use crate::kpi::strings;
+
+const BUILTIN_PLAYBOOK: &str = include_str!("../data/playbook.toml");
+pub const FLAG_SQL: [(&str, &str); 7] = [
+    ("too_long_in_stage", include_str!("../sql/risk/too_long_in_stage.sql")),
+    ("no_stakeholder_response", include_str!("../sql/risk/no_stakeholder_response.sql")),
+    ("champion_going_dark", include_str!("../sql/risk/champion_going_dark.sql")),
+    ("competition_emerging", include_str!("../sql/risk/competition_emerging.sql")),
+    ("commercial_pressure", include_str!("../sql/risk/commercial_pressure.sql")),
+    ("technical_incompatibility", include_str!("../sql/risk/technical_incompatibility.sql")),
+    ("weak_discovery", include_str!("../sql/risk/weak_discovery.sql")),
+];
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Playbook {
+    pub version: String,
+    pub description: String,
+    pub scoring: Scoring,
+    #[serde(rename = "flag")]
+    pub flags: Vec<FlagDef>,
+    #[serde(rename = "action")]
+    pub actions: Vec<ActionDef>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scoring {
+    pub base_logit: f64,
+    pub min_age_days: i64,
+    pub confident_activities: i64,
+    pub confident_age_days: i64,
+    pub outcome_after_days: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FlagDef {
+    pub id: String,
+    pub name: String,
+    pub weight: f64,
+    pub params: BTreeMap<String, toml::Value>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActionDef {
+    pub id: String,
+    pub when: Vec<String>,
+    pub priority: i64,
+    pub kind: String,
+    pub days: u64,
+    pub template: String,
+}
+
+/// Loads the playbook (the built-in data/playbook.toml unless a file is given) and checks that
+/// every flag has its SQL and every action names known flags.
+pub fn load(file: Option<&Path>) -> Result<Playbook> {
+    let (name, text) = match file {
+        Some(p) => (
+            p.display().to_string(),
+            std::fs::read_to_string(p)
+                .map_err(|e| Error::Config { file: p.display().to_string(), message: e.to_string() })?,
+        ),
+        None => ("data/playbook.toml".to_string(), BUILTIN_PLAYBOOK.to_string()),
+    };
+    let pb: Playbook =
+        toml::from_str(&text).map_err(|e| Error::Config { file: name.clone(), message: e.to_string() })?;
+    for f in &pb.flags {
+        if !FLAG_SQL.iter().any(|(id, _)| *id == f.id) {
+            return Err(Error::Config {
+                file: name,
+                message: format!(
+                    "flag '{}' has no sql/risk/{}.sql; known flags: {}",
+                    f.id,
+                    f.id,
+                    FLAG_SQL.iter().map(|(id, _)| *id).collect::<Vec<_>>().join(", ")
+                ),
+            });
+        }
+    }
+    for a in &pb.actions {
+        if let Some(bad) = a.when.iter().find(|w| !pb.flags.iter().any(|f| &f.id == *w)) {
+            return Err(Error::Config { file: name, message: format!("action '{}' names unknown flag '{bad}'", a.id) });
+        }
+    }
+    Ok(pb)
+}
+
+/// The flag's SQL with its playbook parameters filled in; a parameter the SQL names but the
+/// playbook lacks is an error naming both.
+pub fn flag_sql(session: &LakeSession, flag: &FlagDef) -> Result<String> {
+    let template = FLAG_SQL.iter().find(|(id, _)| *id == flag.id).map(|(_, s)| *s).unwrap_or_default();
+    let mut sql = session.fill(template);
+    while let Some(start) = sql.find("{{param:") {
+        let Some(len) = sql[start..].find("}}") else { break };
+        let key = sql[start + 8..start + len].to_string();
+        let value = flag.params.get(&key).ok_or_else(|| Error::Config {
+            file: "data/playbook.toml".into(),
+            message: format!("flag '{}' needs params.{key} (sql/risk/{}.sql uses it)", flag.id, flag.id),
+        })?;
+        let text = match value {
+            toml::Value::String(s) => s.replace('\'', "''"),
+            toml::Value::Integer(i) => i.to_string(),
+            toml::Value::Float(f) => f.to_string(),
+            toml::Value::Boolean(b) => b.to_string(),
+            other => {
+                return Err(Error::Config {
+                    file: "data/playbook.toml".into(),
+                    message: format!(
+                        "flag '{}': params.{key} must be a number, text or true/false, not {other:?}",
+                        flag.id
+                    ),
+                });
+            }
+        };
+        sql.replace_range(start..start + len + 2, &text);
+    }
+    Ok(sql)
+}
+
+/// One open deal's context (names, stage, age), from mart.deal_context.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Deal {
+    pub id: String,
+    pub name: String,
+    pub account: String,
+    pub owner_id: String,
+    pub owner: String,
+    pub manager_id: Option<String>,
+    pub manager: String,
+    pub stage: String,
+    pub amount: Option<f64>,
+    pub close_date: Option<String>,
+    pub age_days: i64,
+    pub days_in_stage: i64,
+    pub stage_changes: i64,
+    pub contacts: i64,
+    pub activities: i64,
+    pub champion: String,
+    pub economic_buyer: String,
+    pub technical_buyer: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct FiredFlag {
+    pub opportunity_id: String,
+    pub flag: String,
+    pub value: Option<f64>,
+    pub evidence: String,
+}
+
+/// One open deal's risk: the output row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DealRisk {
+    pub deal: Deal,
+    /// scored, or insufficient_history (no score, as Einstein does).
+    pub status: String,
+    pub score: Option<i64>,
+    pub confidence: Option<f64>,
+    pub scored_by: String,
+    pub flags: Vec<FiredFlag>,
+    pub action_id: Option<String>,
+    pub action_kind: Option<String>,
+    pub action: String,
+    pub deadline: Option<NaiveDate>,
+}
+
+fn col_f(a: &ArrayRef) -> Result<Vec<Option<f64>>> {
+    let c = cast(a, &DataType::Float64)?;
+    let c = c.as_any().downcast_ref::<Float64Array>().expect("f64");
+    Ok((0..c.len()).map(|i| (!datafusion::arrow::array::Array::is_null(c, i)).then(|| c.value(i))).collect())
+}
+
+async fn deals(session: &LakeSession) -> Result<Vec<Deal>> {
+    let sql = "SELECT opportunity_id, deal_name, account_name, owner_id, owner_name, manager_id, manager_name, stage_name, \
+               amount, CAST(close_date AS VARCHAR), age_days, days_in_stage, stage_changes, contacts, activities, \
+               champion_name, economic_buyer_name, technical_buyer_name FROM mart.deal_context ORDER BY opportunity_id";
+    let mut out = Vec::new();
+    for b in session.ctx.sql(sql).await?.collect().await? {
+        let s: Vec<Vec<Option<String>>> =
+            [0, 1, 2, 3, 4, 5, 6, 7, 9, 15, 16, 17].iter().map(|i| strings(b.column(*i))).collect::<Result<_>>()?;
+        let f: Vec<Vec<Option<f64>>> =
+            [8, 10, 11, 12, 13, 14].iter().map(|i| col_f(b.column(*i))).collect::<Result<_>>()?;
+        for r in 0..b.num_rows() {
+            let g = |k: usize| s[k][r].clone().unwrap_or_default();
+            let n = |k: usize| f[k][r].unwrap_or(0.0) as i64;
+            out.push(Deal {
+                id: g(0),
+                name: g(1),
+                account: g(2),
+                owner_id: g(3),
+                owner: g(4),
+                manager_id: s[5][r].clone(),
+                manager: g(6),
+                stage: g(7),
+                close_date: s[8][r].clone(),
+                champion: g(9),
+                economic_buyer: g(10),
+                technical_buyer: g(11),
+                amount: f[0][r],
+                age_days: n(1),
+                days_in_stage: n(2),
+                stage_changes: n(3),
+                contacts: n(4),
+                activities: n(5),
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Every flag that fires, per deal, with its evidence.
+pub async fn fired(session: &LakeSession, pb: &Playbook) -> Result<Vec<FiredFlag>> {
+    let mut out = Vec::new();
+    for flag in &pb.flags {
+        let sql = flag_sql(session, flag)?;
+        let batches = session
+            .ctx
+            .sql(&sql)
+            .await
+            .map_err(|e| Error::Other(format!("sql/risk/{}.sql does not plan: {e}", flag.id)))?
+            .collect()
+            .await
+            .map_err(|e| Error::Other(format!("sql/risk/{}.sql does not run: {e}", flag.id)))?;
+        for b in batches {
+            let (ids, values, ev) = (strings(b.column(0))?, col_f(b.column(1))?, strings(b.column(2))?);
+            for r in 0..b.num_rows() {
+                let Some(id) = ids[r].clone() else { continue };
+                out.push(FiredFlag {
+                    opportunity_id: id,
+                    flag: flag.id.clone(),
+                    value: values[r],
+                    evidence: ev[r].clone().unwrap_or_default(),
+                });
+            }
+        }
+    }
+    out.sort_by(|a, b| (&a.opportunity_id, &a.flag).cmp(&(&b.opportunity_id, &b.flag)));
+    out.dedup_by(|a, b| a.opportunity_id == b.opportunity_id && a.flag == b.flag);
+    Ok(out)
+}
+
+fn sigmoid(x: f64) -> f64 {
+    1.0 / (1.0 + (-x).exp())
+}
+
+/// Fills an action template with the deal's names and dates.
+pub fn render(template: &str, deal: &Deal, flags: &[FiredFlag], deadline: NaiveDate) -> String {
+    let mut out = template
+        .replace("{owner}", &deal.owner)
+        .replace("{manager}", &deal.manager)
+        .replace("{account}", &deal.account)
+        .replace("{deal}", &deal.name)
+        .replace("{stage}", &deal.stage)
+        .replace("{days_in_stage}", &deal.days_in_stage.to_string())
+        .replace("{champion}", &deal.champion)
+        .replace("{economic_buyer}", &deal.economic_buyer)
+        .replace("{technical_buyer}", &deal.technical_buyer)
+        .replace("{close_date}", deal.close_date.as_deref().unwrap_or("(no close date)"))
+        .replace("{deadline}", &deadline.to_string());
+    while let Some(start) = out.find("{evidence:") {
+        let Some(len) = out[start..].find('}') else { break };
+        let flag = &out[start + 10..start + len];
+        let ev = flags.iter().find(|f| f.flag == flag).map(|f| f.evidence.clone()).unwrap_or_default();
+        out.replace_range(start..start + len + 1, &ev);
+    }
+    out
+}
+
+/// Scores each open deal and picks its move.
+pub fn assess(pb: &Playbook, deals: Vec<Deal>, fired: &[FiredFlag], as_of: NaiveDate) -> Vec<DealRisk> {
+    let mut by_deal: HashMap<&str, Vec<FiredFlag>> = HashMap::new();
+    for f in fired {
+        by_deal.entry(f.opportunity_id.as_str()).or_default().push(f.clone());
+    }
+    let weight: HashMap<&str, f64> = pb.flags.iter().map(|f| (f.id.as_str(), f.weight)).collect();
+    let scored_by = format!("playbook {} priors (no fitted model yet)", pb.version);
+    let mut out = Vec::new();
+    for deal in deals {
+        let flags = by_deal.remove(deal.id.as_str()).unwrap_or_default();
+        let thin = deal.age_days < pb.scoring.min_age_days || (deal.activities == 0 && deal.stage_changes <= 1);
+        if thin {
+            out.push(DealRisk {
+                status: "insufficient_history".into(),
+                score: None,
+                confidence: None,
+                scored_by: scored_by.clone(),
+                action: format!(
+                    "Not scored: {} is {} days old with {} activities; not enough history to judge",
+                    deal.name, deal.age_days, deal.activities
+                ),
+                flags,
+                action_id: None,
+                action_kind: None,
+                deadline: None,
+                deal,
+            });
+            continue;
+        }
+        let logit = pb.scoring.base_logit
+            + flags.iter().map(|f| weight.get(f.flag.as_str()).copied().unwrap_or(0.0)).sum::<f64>();
+        let score = (100.0 * sigmoid(logit)).round() as i64;
+        let confidence = 0.4
+            + 0.2 * f64::from(u8::from(deal.activities >= pb.scoring.confident_activities))
+            + 0.2 * f64::from(u8::from(deal.contacts >= 1))
+            + 0.2 * f64::from(u8::from(deal.age_days >= pb.scoring.confident_age_days));
+        let active: Vec<&str> = flags.iter().map(|f| f.flag.as_str()).collect();
+        let mut actions: Vec<&ActionDef> =
+            pb.actions.iter().filter(|a| a.when.iter().all(|w| active.contains(&w.as_str()))).collect();
+        actions.sort_by_key(|a| std::cmp::Reverse(a.priority));
+        let (action_id, kind, action, deadline) = match actions.first() {
+            Some(a) => {
+                let deadline = as_of + Days::new(a.days);
+                (Some(a.id.clone()), Some(a.kind.clone()), render(&a.template, &deal, &flags, deadline), Some(deadline))
+            }
+            None => (None, None, "No move needed this week: no risk flag is active".to_string(), None),
+        };
+        out.push(DealRisk {
+            deal,
+            status: "scored".into(),
+            score: Some(score),
+            confidence: Some(confidence),
+            scored_by: scored_by.clone(),
+            flags,
+            action_id,
+            action_kind: kind,
+            action,
+            deadline,
+        });
+    }
+    out.sort_by(|a, b| (std::cmp::Reverse(a.score), &a.deal.id).cmp(&(std::cmp::Reverse(b.score), &b.deal.id)));
+    out
+}
+
+/// Assesses every open deal as of the session's date.
+pub async fn compute(session: &LakeSession, pb: &Playbook) -> Result<Vec<DealRisk>> {
+    let as_of = session.as_of.0.ok_or_else(|| {
+        Error::Other("the deal risk job needs an explicit as-of date: pass --as-of YYYY-MM-DD".into())
+    })?;
+    let deals = deals(session).await?;
+    let fired = fired(session, pb).await?;
+    Ok(assess(pb, deals, &fired, as_of))
+}
+
+pub fn schema() -> SchemaRef {
+    let s = |n: &str, null: bool| Field::new(n, DataType::Utf8, null);
+    Arc::new(Schema::new(vec![
+        s("opportunity_id", false),
+        s("deal_name", false),
+        s("account_name", false),
+        s("owner_id", false),
+        s("owner_name", false),
+        s("manager_id", true),
+        s("manager_name", false),
+        s("stage_name", false),
+        Field::new("amount", DataType::Float64, true),
+        s("close_date", true),
+        Field::new("days_in_stage", DataType::Int64, false),
+        s("status", false),
+        Field::new("risk_score", DataType::Int64, true),
+        Field::new("confidence", DataType::Float64, true),
+        s("scored_by", false),
+        s("flags", false),
+        s("evidence", false),
+        s("action_id", true),
+        s("action_kind", true),
+        s("action", false),
+        s("deadline", true),
+    ]))
+}
+
+pub fn batch(rows: &[DealRisk]) -> Result<RecordBatch> {
+    let s = |f: &dyn Fn(&DealRisk) -> Option<String>| -> ArrayRef {
+        Arc::new(StringArray::from(rows.iter().map(f).collect::<Vec<_>>()))
+    };
+    Ok(RecordBatch::try_new(
+        schema(),
+        vec![
+            s(&|r| Some(r.deal.id.clone())),
+            s(&|r| Some(r.deal.name.clone())),
+            s(&|r| Some(r.deal.account.clone())),
+            s(&|r| Some(r.deal.owner_id.clone())),
+            s(&|r| Some(r.deal.owner.clone())),
+            s(&|r| r.deal.manager_id.clone()),
+            s(&|r| Some(r.deal.manager.clone())),
+            s(&|r| Some(r.deal.stage.clone())),
+            Arc::new(Float64Array::from(rows.iter().map(|r| r.deal.amount).collect::<Vec<_>>())),
+            s(&|r| r.deal.close_date.clone()),
+            Arc::new(Int64Array::from(rows.iter().map(|r| r.deal.days_in_stage).collect::<Vec<_>>())),
+            s(&|r| Some(r.status.clone())),
+            Arc::new(Int64Array::from(rows.iter().map(|r| r.score).collect::<Vec<_>>())),
+            Arc::new(Float64Array::from(rows.iter().map(|r| r.confidence).collect::<Vec<_>>())),
+            s(&|r| Some(r.scored_by.clone())),
+            s(&|r| Some(r.flags.iter().map(|f| f.flag.as_str()).collect::<Vec<_>>().join(","))),
+            s(&|r| Some(r.flags.iter().map(|f| format!("{}: {}", f.flag, f.evidence)).collect::<Vec<_>>().join(" | "))),
+            s(&|r| r.action_id.clone()),
+            s(&|r| r.action_kind.clone()),
+            s(&|r| Some(r.action.clone())),
+            s(&|r| r.deadline.map(|d| d.to_string())),
+        ],
+    )?)
+}
+
+pub fn flag_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("opportunity_id", DataType::Utf8, false),
+        Field::new("flag", DataType::Utf8, false),
+        Field::new("value", DataType::Float64, true),
+        Field::new("evidence", DataType::Utf8, false),
+    ]))
+}
+
+pub fn flag_batch(rows: &[DealRisk]) -> Result<RecordBatch> {
+    let all: Vec<&FiredFlag> = rows.iter().flat_map(|r| r.flags.iter()).collect();
+    Ok(RecordBatch::try_new(
+        flag_schema(),
+        vec![
+            Arc::new(StringArray::from(all.iter().map(|f| f.opportunity_id.clone()).collect::<Vec<_>>())),
+            Arc::new(StringArray::from(all.iter().map(|f| f.flag.clone()).collect::<Vec<_>>())),
+            Arc::new(Float64Array::from(all.iter().map(|f| f.value).collect::<Vec<_>>())),
+            Arc::new(StringArray::from(all.iter().map(|f| f.evidence.clone()).collect::<Vec<_>>())),
+        ],
+    )?)
+}
+
+/// The Monday of the as-of date's week: one decision record per deal per week, however often the
+/// week is re-run.
+pub fn week_of(d: NaiveDate) -> NaiveDate {
+    d - Days::new(d.weekday().num_days_from_monday().into())
+}
+
+/// The log records of this run: one per flagged, scored deal, keyed by deal, week and playbook.
+pub fn records(rows: &[DealRisk], pb: &Playbook, as_of: NaiveDate, recorded_at: &str) -> Vec<Record> {
+    let week = week_of(as_of).to_string();
+    rows.iter()
+        .filter(|r| r.status == "scored" && !r.flags.is_empty())
+        .map(|r| {
+            let state = serde_json::json!({
+                "stage": r.deal.stage, "amount": r.deal.amount, "close_date": r.deal.close_date,
+                "days_in_stage": r.deal.days_in_stage, "score": r.score, "confidence": r.confidence,
+                "flags": r.flags.iter().map(|f| serde_json::json!({"flag": f.flag, "value": f.value, "evidence": f.evidence})).collect::<Vec<_>>(),
+            });
+            Record {
+                record_id: record_id(&["deal_flag", &r.deal.id, &week, &pb.version]),
+                kind: "deal_flag".into(),
+                as_of_date: as_of.to_string(),
+                recorded_at: recorded_at.to_string(),
+                subject_type: "opportunity".into(),
+                subject_id: r.deal.id.clone(),
+                period_start: Some(week.clone()),
+                playbook_version: format!("playbook {}", pb.version),
+                status: Some(r.flags.iter().map(|f| f.flag.as_str()).collect::<Vec<_>>().join(",")),
+                action: Some(r.action.clone()),
+                owner_id: Some(r.deal.owner_id.clone()),
+                owner_name: Some(r.deal.owner.clone()),
+                follow_up_date: r.deadline.map(|d| d.to_string()),
+                expected_outcome: Some(format!(
+                    "{} advances beyond {} or closes won, without its close date moving, within {} days",
+                    r.deal.name, r.deal.stage, pb.scoring.outcome_after_days
+                )),
+                evidence: Some(state.to_string()),
+                outcome_value: r.score.map(|s| s as f64),
+                ..Record::default()
+            }
+        })
+        .collect()
+}
+
+/// What became of a deal between a flag and a later date: won, lost, slipped (its close date moved
+/// later while open), stage_advanced, or no_change.
+pub fn outcome(then_stage_order: Option<i64>, then_close: Option<&str>, now: &DealState) -> &'static str {
+    if now.is_closed {
+        return if now.is_won { "won" } else { "lost" };
+    }
+    if let (Some(a), Some(b)) = (then_close, now.close_date.as_deref())
+        && b > a
+    {
+        return "slipped";
+    }
+    if let (Some(t), Some(n)) = (then_stage_order, now.stage_order)
+        && n > t
+    {
+        return "stage_advanced";
+    }
+    "no_change"
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct DealState {
+    pub is_closed: bool,
+    pub is_won: bool,
+    pub close_date: Option<String>,
+    pub stage_order: Option<i64>,
+}
+
+/// Outcome records for flags logged at least `outcome_after_days` before this run's date, read
+/// from the deal as it stands on this run's date (the log records only what was known then).
+pub async fn outcomes(
+    session: &LakeSession,
+    pb: &Playbook,
+    as_of: NaiveDate,
+    recorded_at: &str,
+) -> Result<Vec<Record>> {
+    let cutoff = as_of - Days::new(pb.scoring.outcome_after_days);
+    // The deal's state at flag time is in the record's JSON (read in Rust); its state now is the
+    // staged opportunity as of this run.
+    let sql = format!(
+        "SELECT i.record_id, i.subject_id, i.evidence, i.playbook_version, CAST(o.is_closed AS VARCHAR), \
+           CAST(o.is_won AS VARCHAR), CAST(o.close_date AS VARCHAR), o.stage_order \
+         FROM log.decision_trace AS i JOIN staging.opportunity AS o ON o.id = i.subject_id \
+         WHERE i.kind = 'deal_flag' AND i.as_of_date <= '{cutoff}' \
+           AND NOT EXISTS (SELECT 1 FROM log.decision_trace AS x WHERE x.kind = 'deal_outcome' \
+             AND x.refers_to = i.record_id AND x.as_of_date <= '{as_of}') \
+         ORDER BY i.record_id"
+    );
+    let stage_order: HashMap<String, i64> = {
+        let b =
+            session.ctx.sql("SELECT master_label, sort_order FROM staging.opportunity_stage").await?.collect().await?;
+        let mut m = HashMap::new();
+        for batch in b {
+            let (n, o) = (strings(batch.column(0))?, col_f(batch.column(1))?);
+            for (n, o) in n.into_iter().zip(o) {
+                if let (Some(n), Some(o)) = (n, o) {
+                    m.insert(n, o as i64);
+                }
+            }
+        }
+        m
+    };
+    let mut out = Vec::new();
+    for b in session.ctx.sql(&sql).await?.collect().await? {
+        let s: Vec<Vec<Option<String>>> = (0..7).map(|i| strings(b.column(i))).collect::<Result<_>>()?;
+        let order = col_f(b.column(7))?;
+        for r in 0..b.num_rows() {
+            let (Some(id), Some(deal)) = (s[0][r].clone(), s[1][r].clone()) else { continue };
+            let state: serde_json::Value =
+                s[2][r].as_deref().and_then(|e| serde_json::from_str(e).ok()).unwrap_or_default();
+            let then_stage = state["stage"].as_str().and_then(|st| stage_order.get(st)).copied();
+            let then_close = state["close_date"].as_str();
+            let now = DealState {
+                is_closed: s[4][r].as_deref() == Some("true"),
+                is_won: s[5][r].as_deref() == Some("true"),
+                close_date: s[6][r].clone(),
+                stage_order: order[r].map(|o| o as i64),
+            };
+            let what = outcome(then_stage, then_close, &now);
+            out.push(Record {
+                record_id: record_id(&["deal_outcome", &id]),
+                kind: "deal_outcome".into(),
+                as_of_date: as_of.to_string(),
+                recorded_at: recorded_at.to_string(),
+                subject_type: "opportunity".into(),
+                subject_id: deal,
+                playbook_version: s[3][r].clone().unwrap_or_default(),
+                refers_to: Some(id),
+                outcome: Some(what.into()),
+                ..Record::default()
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// The rep's list (their deals ranked, with the move) and the manager's team board, as Markdown.
+pub fn views(rows: &[DealRisk], as_of: NaiveDate, pb: &Playbook) -> (String, String) {
+    let mut reps = format!("# Deal risk by rep, as of {as_of} (playbook {})\n", pb.version);
+    let mut by_owner: BTreeMap<(&str, &str), Vec<&DealRisk>> = BTreeMap::new();
+    for r in rows {
+        by_owner.entry((r.deal.owner.as_str(), r.deal.owner_id.as_str())).or_default().push(r);
+    }
+    for ((owner, _), deals) in &by_owner {
+        reps.push_str(&format!(
+            "\n## {owner}\n\n| risk | deal | stage | flags | this week's move |\n|---|---|---|---|---|\n"
+        ));
+        for r in deals {
+            reps.push_str(&format!(
+                "| {} | {} ({}) | {} ({} d) | {} | {} |\n",
+                r.score.map(|s| s.to_string()).unwrap_or_else(|| "n/a".into()),
+                r.deal.name,
+                r.deal.account,
+                r.deal.stage,
+                r.deal.days_in_stage,
+                r.flags.iter().map(|f| f.flag.as_str()).collect::<Vec<_>>().join(", "),
+                r.action.replace('|', "/")
+            ));
+        }
+    }
+    let mut board = format!("# Team deal-risk board, as of {as_of}\n");
+    let mut by_manager: BTreeMap<&str, Vec<&DealRisk>> = BTreeMap::new();
+    for r in rows {
+        by_manager.entry(r.deal.manager.as_str()).or_default().push(r);
+    }
+    for (manager, deals) in &by_manager {
+        let scored: Vec<&&DealRisk> = deals.iter().filter(|r| r.score.is_some()).collect();
+        let flagged = scored.iter().filter(|r| !r.flags.is_empty()).count();
+        let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+        for r in deals {
+            for f in &r.flags {
+                *counts.entry(f.flag.as_str()).or_default() += 1;
+            }
+        }
+        board.push_str(&format!(
+            "\n## {manager}: {} open deals, {flagged} flagged, {} not scored\n\nFlags: {}\n\nTop risks:\n",
+            deals.len(),
+            deals.len() - scored.len(),
+            counts.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", ")
+        ));
+        for r in scored.iter().take(5) {
+            board.push_str(&format!(
+                "- {} ({}): risk {} — {}\n",
+                r.deal.name,
+                r.deal.owner,
+                r.score.unwrap_or_default(),
+                r.action
+            ));
+        }
+    }
+    (reps, board)
+}
+
+/// The run: assess, publish deal_risk and deal_risk_flags with the rep and manager views, then log
+/// the flagged deals and the outcomes of earlier flags.
+pub async fn run(
+    session: &LakeSession,
+    pb: &Playbook,
+) -> Result<(Vec<DealRisk>, String, crate::publish::Manifest, usize)> {
+    let started = std::time::Instant::now();
+    let as_of = session.as_of.0.ok_or_else(|| Error::Other("the deal risk job needs --as-of YYYY-MM-DD".into()))?;
+    let rows = compute(session, pb).await?;
+    let mut run = crate::publish::RunWriter::begin(&session.lake, "deal_risk", session.as_of);
+    run.record_inputs(session);
+    run.set_playbook_version(format!("playbook {}", pb.version));
+    run.timing("compute", started.elapsed().as_millis() as u64);
+    run.write_table("deal_risk", schema(), &[batch(&rows)?]).await?;
+    run.write_table("deal_risk_flags", flag_schema(), &[flag_batch(&rows)?]).await?;
+    let (reps, board) = views(&rows, as_of, pb);
+    run.write_artifact("deal_risk_reps.md", reps.into_bytes()).await?;
+    run.write_artifact("deal_risk_board.md", board.into_bytes()).await?;
+    let manifest = run.commit().await?;
+    let mut records = records(&rows, pb, as_of, &manifest.committed_at);
+    records.extend(outcomes(session, pb, as_of, &manifest.committed_at).await?);
+    let logged = crate::decision_log::append(session, records).await?;
+    let scored = rows.iter().filter(|r| r.score.is_some()).count();
+    let flagged = rows.iter().filter(|r| r.score.is_some() && !r.flags.is_empty()).count();
+    let mut text = format!(
+        "deal risk as of {as_of} (playbook {}, scored by priors): {} open deals, {scored} scored, {flagged} flagged, {} not enough history\n",
+        pb.version,
+        rows.len(),
+        rows.len() - scored
+    );
+    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+    for r in &rows {
+        for f in &r.flags {
+            *counts.entry(f.flag.as_str()).or_default() += 1;
+        }
+    }
+    for (k, v) in &counts {
+        text.push_str(&format!("  {k:<28} {v:>6} deals\n"));
+    }
+    for r in rows.iter().filter(|r| r.score.is_some()).take(5) {
+        text.push_str(&format!("  risk {:>3}  {}: {}\n", r.score.unwrap_or_default(), r.deal.name, r.action));
+    }
+    text.push_str(&format!("{logged} new records in log/decision_trace\n"));
+    Ok((rows, text, manifest, logged))
+}
