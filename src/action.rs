@@ -6,7 +6,7 @@ use chrono::NaiveDate;
 use crate::catalog::LakeSession;
 use crate::decision_log::{Record, record_id};
 use crate::error::{Error, Result};
-use crate::kpi::strings;
+use crate::kpi::{string_rows, strings};
 
 /// The latest flag record of a deal on or before a date, if any.
 async fn latest_flag(session: &LakeSession, deal: &str, on: NaiveDate) -> Result<Option<(String, String)>> {
@@ -82,21 +82,20 @@ pub async fn import_tasks(session: &LakeSession, as_of: NaiveDate) -> Result<usi
     );
     let mut records = Vec::new();
     for b in session.ctx.sql(&sql).await?.collect().await? {
-        let c: Vec<Vec<Option<String>>> = (0..7).map(|i| strings(b.column(i))).collect::<Result<_>>()?;
-        for r in 0..b.num_rows() {
-            let Some(task) = c[0][r].clone() else { continue };
+        for c in string_rows(&b, 7)? {
+            let Some(task) = c[0].clone() else { continue };
             records.push(Record {
                 record_id: record_id(&["action_taken", "task", &task]),
                 kind: "action_taken".into(),
-                as_of_date: c[2][r].clone().unwrap_or_default(),
+                as_of_date: c[2].clone().unwrap_or_default(),
                 recorded_at: chrono::Utc::now().to_rfc3339(),
                 subject_type: "opportunity".into(),
-                subject_id: c[1][r].clone().unwrap_or_default(),
-                playbook_version: c[6][r].clone().unwrap_or_default(),
-                action: c[3][r].clone(),
-                owner_id: c[4][r].clone(),
+                subject_id: c[1].clone().unwrap_or_default(),
+                playbook_version: c[6].clone().unwrap_or_default(),
+                action: c[3].clone(),
+                owner_id: c[4].clone(),
                 evidence: Some(serde_json::json!({ "source": "crm task", "task_id": task }).to_string()),
-                refers_to: c[5][r].clone(),
+                refers_to: c[5].clone(),
                 ..Record::default()
             });
         }

@@ -10,7 +10,7 @@ use chrono::{Days, NaiveDate};
 use crate::catalog::{AsOf, LakeSession};
 use crate::error::{Error, Result};
 use crate::funnel::{two_proportion, wilson};
-use crate::kpi::strings;
+use crate::kpi::string_rows;
 use crate::lake::Lake;
 use crate::risk::Playbook;
 
@@ -48,6 +48,9 @@ pub fn auc(scores: &[(f64, bool)]) -> Option<f64> {
     Some((rank_sum - (pos * (pos + 1)) as f64 / 2.0) / (pos * neg) as f64)
 }
 
+/// One scored deal-week: (score, bad by the horizon, active flags).
+type Scored = (f64, bool, Vec<String>);
+
 /// A deal's history: (recorded at, stage, close date), oldest first.
 type History = HashMap<String, Vec<(String, String, Option<String>)>>;
 
@@ -57,18 +60,22 @@ async fn full_history(lake: &Lake) -> Result<(History, HashMap<String, (bool, bo
     let b = session
         .ctx
         .sql(
-            "SELECT opportunity_id, CAST(created_date AS VARCHAR), stage_name, CAST(close_date AS VARCHAR) \
-             FROM staging.opportunity_history ORDER BY opportunity_id, created_date, id",
+            "SELECT opportunity_id, CAST(created_date AS VARCHAR) AS recorded_at, stage_name, \
+               CAST(close_date AS VARCHAR) AS close_day \
+             FROM staging.opportunity_history",
         )
         .await?
         .collect()
         .await?;
     for batch in b {
-        let c: Vec<Vec<Option<String>>> = (0..4).map(|i| strings(batch.column(i))).collect::<Result<_>>()?;
-        for r in 0..batch.num_rows() {
-            let (Some(id), Some(at)) = (c[0][r].clone(), c[1][r].clone()) else { continue };
-            history.entry(id).or_default().push((at, c[2][r].clone().unwrap_or_default(), c[3][r].clone()));
+        for c in string_rows(&batch, 4)? {
+            let (Some(id), Some(at)) = (c[0].clone(), c[1].clone()) else { continue };
+            history.entry(id).or_default().push((at, c[2].clone().unwrap_or_default(), c[3].clone()));
         }
+    }
+    // Oldest first per deal (row order out of a query is not guaranteed).
+    for rows in history.values_mut() {
+        rows.sort();
     }
     let mut stages = HashMap::new();
     for batch in session
@@ -78,10 +85,9 @@ async fn full_history(lake: &Lake) -> Result<(History, HashMap<String, (bool, bo
         .collect()
         .await?
     {
-        let c: Vec<Vec<Option<String>>> = (0..3).map(|i| strings(batch.column(i))).collect::<Result<_>>()?;
-        for r in 0..batch.num_rows() {
-            if let Some(n) = c[0][r].clone() {
-                stages.insert(n, (c[1][r].as_deref() == Some("true"), c[2][r].as_deref() == Some("true")));
+        for c in string_rows(&batch, 3)? {
+            if let Some(n) = c[0].clone() {
+                stages.insert(n, (c[1].as_deref() == Some("true"), c[2].as_deref() == Some("true")));
             }
         }
     }
@@ -106,7 +112,7 @@ pub async fn run(
         return Err(Error::Other("backtest needs --from <= --to and --every-days >= 1".into()));
     }
     let (history, stages) = full_history(lake).await?;
-    let mut rows: Vec<(f64, bool, Vec<String>)> = Vec::new();
+    let mut rows: Vec<Scored> = Vec::new();
     let mut weeks = 0;
     let mut d = from;
     let bar = crate::progress::bar(((to - from).num_days() as u64) / every_days + 1, "backtest", "as-of dates");
@@ -144,8 +150,8 @@ pub async fn run(
     let top = (n / 10).max(1);
     let top_bad = ranked[..top].iter().filter(|r| r.1).count();
     let precision = top_bad as f64 / top as f64;
-    let count = |f: &dyn Fn(&(f64, bool, Vec<String>)) -> bool| {
-        let sel: Vec<&(f64, bool, Vec<String>)> = rows.iter().filter(|r| f(r)).collect();
+    let count = |f: &dyn Fn(&Scored) -> bool| {
+        let sel: Vec<&Scored> = rows.iter().filter(|r| f(r)).collect();
         (sel.iter().filter(|r| r.1).count(), sel.len())
     };
     let flagged = count(&|r| !r.2.is_empty());

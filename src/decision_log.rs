@@ -117,15 +117,27 @@ fn batch(records: &[Record]) -> Result<RecordBatch> {
     )?)
 }
 
-/// The log's files (complete Parquet parts only: a staged upload left by a crash is not one).
+/// The log's files: complete Parquet parts only. A staged upload left by a killed writer does not
+/// end in `.parquet`; a `.parquet` file that is not one (no footer magic) is somebody else's
+/// damaged file and is skipped with a warning naming it, so one bad file never hides the log.
 async fn parts(lake: &Lake) -> Result<Vec<String>> {
-    let mut out: Vec<String> = lake
-        .list(&format!("{DIR}/"))
-        .await?
-        .iter()
-        .map(|m| lake.relative(&m.location))
-        .filter(|p| p.ends_with(".parquet"))
-        .collect();
+    let mut out = Vec::new();
+    for meta in lake.list(&format!("{DIR}/")).await? {
+        let rel = lake.relative(&meta.location);
+        if !rel.ends_with(".parquet") {
+            continue;
+        }
+        let ok = meta.size >= 12
+            && lake.get_range(&rel, 0..4).await.is_ok_and(|b| b.as_ref() == b"PAR1")
+            && lake.get_range(&rel, meta.size - 4..meta.size).await.is_ok_and(|b| b.as_ref() == b"PAR1");
+        if ok {
+            out.push(rel);
+        } else {
+            eprintln!(
+                "warning: {rel} is not a complete Parquet file; skipped from log.decision_trace (move it out of {DIR}/)"
+            );
+        }
+    }
     out.sort();
     Ok(out)
 }
@@ -156,6 +168,12 @@ pub async fn append(session: &LakeSession, records: Vec<Record>) -> Result<usize
     let mut writer = ArrowWriter::try_new(&mut buf, schema(), None)?;
     writer.write(&batch(&new)?)?;
     writer.close()?;
+    if std::env::var("GTM_LOOP_CRASH_IN_LOG_APPEND").is_ok() {
+        // Test hook: the writer is killed half-way through its upload, leaving what an interrupted
+        // staged upload leaves (a partial file under a temporary name), and never renaming it.
+        session.lake.put(&format!("{name}#staged"), buf[..buf.len() / 2].to_vec()).await?;
+        std::process::abort();
+    }
     if !session.lake.exists(&name).await? {
         session.lake.put(&name, buf).await?;
     }

@@ -254,6 +254,12 @@ pub fn strings(a: &ArrayRef) -> Result<Vec<Option<String>>> {
     Ok((0..s.len()).map(|i| (!s.is_null(i)).then(|| s.value(i).to_string())).collect())
 }
 
+/// The first `n` columns of a batch as rows of optional strings.
+pub fn string_rows(batch: &RecordBatch, n: usize) -> Result<Vec<Vec<Option<String>>>> {
+    let cols: Vec<Vec<Option<String>>> = (0..n).map(|i| strings(batch.column(i))).collect::<Result<_>>()?;
+    Ok((0..batch.num_rows()).map(|r| cols.iter().map(|c| c[r].clone()).collect()).collect())
+}
+
 fn floats(a: &ArrayRef) -> Result<Vec<Option<f64>>> {
     let c = cast(a, &DataType::Float64)?;
     let s = c.as_any().downcast_ref::<Float64Array>().expect("f64");

@@ -111,6 +111,11 @@ impl Lake {
         Ok(())
     }
 
+    /// The bytes `range` of one object.
+    pub async fn get_range(&self, rel: &str, range: std::ops::Range<u64>) -> Result<Bytes> {
+        Ok(self.store.get_range(&self.path(rel), range).await?)
+    }
+
     pub async fn exists(&self, rel: &str) -> Result<bool> {
         match self.store.head(&self.path(rel)).await {
             Ok(_) => Ok(true),

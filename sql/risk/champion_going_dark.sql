@@ -1,8 +1,9 @@
 -- Champion going dark: a champion who was engaged ({{param:min_earlier_replies}}+ replies in the
--- {{param:window_days}} days before the recent window) now replies to a much smaller share of our
--- outreach (recent reply rate <= {{param:rate_ratio}} x the earlier one) or much more slowly
--- (mean reply lag >= {{param:lag_ratio}} x the earlier one). A champion who was always quiet never
--- fires: the earlier engagement is required.
+-- {{param:lookback_days}} days before the last {{param:window_days}}, answering at least
+-- {{param:min_earlier_rate}} of our messages) now answers a much smaller share of at least
+-- {{param:min_recent_outreach}} messages (recent reply rate <= {{param:rate_ratio}} x the earlier
+-- one), or answers slowly (mean recent reply lag >= {{param:min_lag_days}} days and >=
+-- {{param:lag_ratio}} x the earlier one). A champion who was always quiet never fires: the earlier engagement is required.
 WITH champ AS (
   SELECT DISTINCT opportunity_id, contact_id FROM staging.opportunity_contact_role WHERE lower(role) = 'champion'
 ),
@@ -14,7 +15,7 @@ msg AS (
 windowed AS (
   SELECT *,
     CASE WHEN created_date >= {{as_of_end}} - INTERVAL '{{param:window_days}} days' THEN 'recent'
-         WHEN created_date >= {{as_of_end}} - INTERVAL '{{param:window_days}} days' - INTERVAL '{{param:window_days}} days' THEN 'earlier' END AS w
+         WHEN created_date >= {{as_of_end}} - INTERVAL '{{param:window_days}} days' - INTERVAL '{{param:lookback_days}} days' THEN 'earlier' END AS w
   FROM msg
 ),
 lags AS (
@@ -48,15 +49,16 @@ judged AS (
     CAST(g.in_earlier AS DOUBLE) / GREATEST(g.out_earlier, 1) AS rate_earlier
   FROM agg AS g LEFT JOIN lag_agg AS l ON l.opportunity_id = g.opportunity_id AND l.contact_id = g.contact_id
   WHERE g.in_earlier >= {{param:min_earlier_replies}} AND g.out_recent >= 1
+    AND CAST(g.in_earlier AS DOUBLE) / GREATEST(g.out_earlier, 1) >= {{param:min_earlier_rate}}
 )
 SELECT c.opportunity_id, j.rate_recent AS value,
   c.champion_name || ' (champion) replied to ' || CAST(j.in_earlier AS VARCHAR) || ' of ' || CAST(j.out_earlier AS VARCHAR) ||
-  ' messages in the {{param:window_days}} days before, ' || CAST(j.in_recent AS VARCHAR) || ' of ' || CAST(j.out_recent AS VARCHAR) ||
+  ' messages before the last {{param:window_days}} days, ' || CAST(j.in_recent AS VARCHAR) || ' of ' || CAST(j.out_recent AS VARCHAR) ||
   ' since' ||
   CASE WHEN j.lag_earlier IS NOT NULL AND j.lag_recent IS NOT NULL
        THEN '; reply lag ' || CAST(round(j.lag_earlier, 1) AS VARCHAR) || ' -> ' || CAST(round(j.lag_recent, 1) AS VARCHAR) || ' days' ELSE '' END ||
   '; last reply ' || CAST(CAST(floor((date_part('epoch', {{as_of_end}}) - date_part('epoch', j.last_reply)) / 86400) AS BIGINT) AS VARCHAR) || ' days ago'
   AS evidence
 FROM judged AS j JOIN mart.deal_context AS c ON c.opportunity_id = j.opportunity_id
-WHERE j.rate_recent <= {{param:rate_ratio}} * j.rate_earlier
-   OR (j.lag_recent IS NOT NULL AND j.lag_earlier IS NOT NULL AND j.lag_recent >= {{param:lag_ratio}} * j.lag_earlier)
+WHERE (j.out_recent >= {{param:min_recent_outreach}} AND j.rate_recent <= {{param:rate_ratio}} * j.rate_earlier)
+   OR (j.lag_recent >= {{param:min_lag_days}} AND (j.lag_earlier IS NULL OR j.lag_recent >= {{param:lag_ratio}} * j.lag_earlier))
