@@ -40,6 +40,10 @@ impl Default for GenerateOptions {
 const SLIP_AFTER_DEMO_SINGLE: f64 = 0.48;
 const SLIP_AFTER_DEMO_MULTI: f64 = 0.20;
 const CHAMPION_DARK_SHARE: f64 = 0.25;
+/// A deal heading for a loss stalls: its last stage lasts this much longer, and in it every
+/// stakeholder replies this much less often (the pattern the deal-risk flags look for).
+const LOSS_STALL_FACTOR: f64 = 1.8;
+const LOSS_STALL_REPLY_FACTOR: f64 = 0.4;
 const CHAMPION_ALWAYS_QUIET_SHARE: f64 = 0.10;
 const COMPETITOR_SHARE: f64 = 0.25;
 const SINGLE_THREADED_SHARE: f64 = 0.35;
@@ -350,6 +354,14 @@ fn truth_from(opts: &GenerateOptions, start: NaiveDate, n_opps: u64, t: &Tally) 
             "planted_ratio": SLIP_AFTER_DEMO_SINGLE / SLIP_AFTER_DEMO_MULTI,
             "realised": {"single": [t.slipped_single, t.reached_demo_single], "multi": [t.slipped_multi, t.reached_demo_multi],
                          "ratio": rate(t.slipped_single, t.reached_demo_single) / rate(t.slipped_multi, t.reached_demo_multi).max(1e-9)}
+        }),
+    );
+    truth.effects.insert(
+        "losing_deals_stall".into(),
+        json!({
+            "definition": "a deal that will be lost at its next stage transition stays in its last stage longer and its stakeholders reply less there",
+            "planted_stage_duration_factor": LOSS_STALL_FACTOR,
+            "planted_reply_rate_factor": LOSS_STALL_REPLY_FACTOR
         }),
     );
     truth.effects.insert(
@@ -976,11 +988,15 @@ fn gen_chunk(
             if champion_mode == 3 {
                 p = (p * 1.08).min(0.97);
             }
+            // Decided now so a deal that will be lost here can stall first (LOSS_STALL_FACTOR).
+            let advance = rng.random::<f64>() < p;
+            let next_t =
+                if advance { next_t } else { tcur + Duration::minutes((dur * LOSS_STALL_FACTOR * 1440.0) as i64) };
             if next_t.date() > end {
                 break;
             }
             tcur = next_t;
-            if rng.random::<f64>() < p {
+            if advance {
                 if stage == 4 {
                     outcome = Some(true);
                     break;
@@ -1157,8 +1173,10 @@ fn gen_chunk(
             ]);
         }
 
-        // Activity: weekly outreach and replies while open.
+        // Activity: weekly outreach and replies while open; a deal being lost stalls in its last
+        // stage, where replies thin out.
         let stop = close_at.unwrap_or_else(|| end.and_hms_opt(20, 0, 0).expect("valid"));
+        let stall_from = if outcome == Some(false) { changes.last().map(|c| c.0) } else { None };
         let mut week = created;
         let mut wk = 0;
         while week < stop {
@@ -1187,6 +1205,8 @@ fn gen_chunk(
                 } else {
                     (0.45, 2.0)
                 };
+                let p_reply =
+                    if stall_from.is_some_and(|f| sent >= f) { p_reply * LOSS_STALL_REPLY_FACTOR } else { p_reply };
                 push_task(
                     &mut tasks,
                     &mut t,

@@ -959,6 +959,71 @@ pub async fn funnel_artifacts(session: &LakeSession) -> Result<(Vec<(String, Str
     Ok((charts, bottlenecks))
 }
 
+/// One deal of the latest deal-risk run, for the leadership report.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RiskLine {
+    pub deal: String,
+    pub account: String,
+    pub owner_id: String,
+    pub owner: String,
+    pub stage: String,
+    pub amount: Option<f64>,
+    pub score: Option<i64>,
+    pub flags: String,
+    pub action: String,
+}
+
+/// The deals of the latest deal-risk run for this as-of date (none when it has not run).
+pub async fn risk_lines(session: &LakeSession) -> Result<Vec<RiskLine>> {
+    let runs = crate::publish::committed_runs(&session.lake).await?;
+    let Some(file) = runs
+        .iter()
+        .rev()
+        .filter(|m| m.job == "deal_risk" && m.as_of == session.as_of.label())
+        .find_map(|m| m.tables.iter().find(|t| t.name == "deal_risk").and_then(|t| t.files.first()))
+    else {
+        return Ok(Vec::new());
+    };
+    let url = session.lake.listing_url(&file.path)?;
+    let df = session
+        .ctx
+        .read_parquet(url.as_str(), datafusion::prelude::ParquetReadOptions::default())
+        .await?
+        .select_columns(&[
+            "deal_name",
+            "account_name",
+            "owner_id",
+            "owner_name",
+            "stage_name",
+            "amount",
+            "risk_score",
+            "flags",
+            "action",
+        ])?;
+    let mut out = Vec::new();
+    for b in df.collect().await? {
+        let c: Vec<Vec<Option<String>>> = (0..9).map(|i| strings(b.column(i))).collect::<Result<_>>()?;
+        let amount = floats(b.column(5))?;
+        let score = floats(b.column(6))?;
+        for r in 0..b.num_rows() {
+            let g = |k: usize| c[k][r].clone().unwrap_or_default();
+            out.push(RiskLine {
+                deal: g(0),
+                account: g(1),
+                owner_id: g(2),
+                owner: g(3),
+                stage: g(4),
+                amount: amount[r],
+                score: score[r].map(|s| s as i64),
+                flags: g(7),
+                action: g(8),
+            });
+        }
+    }
+    out.sort_by(|a, b| (std::cmp::Reverse(a.score), &a.deal).cmp(&(std::cmp::Reverse(b.score), &b.deal)));
+    Ok(out)
+}
+
 /// Runs the KPI job as of the session's date: computes every KPI, plans interventions, publishes
 /// kpi_values, kpi_interventions and kpi_units with the reports, then appends the interventions
 /// and the outcomes of earlier ones to the decision-trace log.
@@ -994,6 +1059,7 @@ pub async fn run(
     let segments = segments(session, quarter).await?;
     run.write_table("kpi_segments", segment_schema(), &[segment_batch(&segments, quarter)?]).await?;
     let (funnels, bottlenecks) = funnel_artifacts(session).await?;
+    let risk = risk_lines(session).await?;
     let input = crate::report::Input {
         as_of,
         run_id: run.run_id(),
@@ -1006,6 +1072,7 @@ pub async fn run(
         skipped: &computed.skipped,
         segments: &segments,
         segment_quarter: quarter.start,
+        risk: &risk,
     };
     let views = crate::report::views(&computed.units, &computed.cells);
     let pages: Vec<(String, String)> = views

@@ -25,6 +25,8 @@ pub struct Input<'a> {
     /// Closed deals by account segment per unit, in the quarter starting `segment_quarter`.
     pub segments: &'a [crate::kpi::Segment],
     pub segment_quarter: NaiveDate,
+    /// Open deals of the latest deal-risk run for the date, riskiest first (empty if none ran).
+    pub risk: &'a [crate::kpi::RiskLine],
 }
 
 /// Who the view is for: the VP (the whole company), a regional leader or a manager (a subtree).
@@ -351,6 +353,38 @@ pub fn html(input: &Input, view: &View) -> String {
         h.push_str("</table></details>");
     }
 
+    let deals: Vec<&crate::kpi::RiskLine> = input
+        .risk
+        .iter()
+        .filter(|r| view.root == "company" || units_in.contains(&format!("seller:{}", r.owner_id)))
+        .collect();
+    if !deals.is_empty() {
+        let scored: Vec<&&crate::kpi::RiskLine> = deals.iter().filter(|r| r.score.is_some()).collect();
+        let flagged = scored.iter().filter(|r| !r.flags.is_empty()).count();
+        let at_risk: f64 = scored.iter().filter(|r| !r.flags.is_empty()).filter_map(|r| r.amount).sum();
+        let _ = write!(
+            h,
+            "<h2>Deal risk ({} open deals, {flagged} flagged, {} of pipeline at risk)</h2>\
+             <table><tr><th>Risk</th><th>Deal</th><th>Owner</th><th>Stage</th><th>Amount</th><th>Flags</th><th>This week's move</th></tr>",
+            deals.len(),
+            fmt_value("currency", at_risk)
+        );
+        for r in scored.iter().filter(|r| !r.flags.is_empty()).take(15) {
+            let _ = write!(
+                h,
+                "<tr><td class=\"num\">{}</td><td>{} ({})</td><td>{}</td><td>{}</td><td class=\"num\">{}</td><td>{}</td><td>{}</td></tr>",
+                r.score.unwrap_or_default(),
+                esc(&r.deal),
+                esc(&r.account),
+                esc(&r.owner),
+                esc(&r.stage),
+                r.amount.map(|a| fmt_value("currency", a)).unwrap_or_else(|| "–".into()),
+                esc(&r.flags.replace(',', ", ")),
+                esc(&r.action)
+            );
+        }
+        h.push_str("</table>");
+    }
     let segs: Vec<&crate::kpi::Segment> = input.segments.iter().filter(|s| s.unit_id == view.root).collect();
     if !segs.is_empty() {
         let _ = write!(
@@ -437,6 +471,15 @@ pub fn markdown(input: &Input) -> String {
                 last.map(|c| c.period_start.to_string()).unwrap_or_default(),
                 label(status)
             );
+        }
+        m.push('\n');
+    }
+    if !input.risk.is_empty() {
+        let flagged: Vec<&crate::kpi::RiskLine> =
+            input.risk.iter().filter(|r| r.score.is_some() && !r.flags.is_empty()).collect();
+        let _ = writeln!(m, "**Deal risk**: {} open deals, {} flagged", input.risk.len(), flagged.len());
+        for r in flagged.iter().take(3) {
+            let _ = writeln!(m, "- risk {} {} ({}): {}", r.score.unwrap_or_default(), r.deal, r.owner, r.action);
         }
         m.push('\n');
     }

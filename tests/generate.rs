@@ -40,7 +40,7 @@ fn same_seed_same_bytes_other_seed_other_lake() {
 }
 
 #[test]
-fn the_main_command_generates_validates_runs_funnels_and_kpis_once() {
+fn the_main_command_generates_validates_runs_risk_funnels_and_kpis_once() {
     let dir = tempdir();
     let first = run(dir.path(), &["run", "--opportunities", "300"]);
     assert_eq!(first.code, 0, "{}", first.stderr);
@@ -56,12 +56,15 @@ fn the_main_command_generates_validates_runs_funnels_and_kpis_once() {
     );
     let runs = query(dir.path(), "SELECT job, COUNT(*) AS n FROM output.runs GROUP BY 1 ORDER BY 1", None);
     let runs: Vec<(&str, f64)> = runs.iter().map(|r| (s(r, "job"), f(r, "n"))).collect();
-    assert_eq!(runs, [("funnel", 2.0), ("kpis", 2.0), ("validate", 2.0)]);
+    assert_eq!(runs, [("deal_risk", 2.0), ("funnel", 2.0), ("kpis", 2.0), ("validate", 2.0)]);
     // The as-of date comes from the data (the last deal change), said, so both runs used the same
     // one: the second logs no intervention twice.
     assert!(first.stdout.contains("as of 2026-09-30: the lake's latest recorded deal change"), "{}", first.stdout);
     assert!(first.stdout.contains("report: output/_artifacts/as_of=2026-09-30/"), "{}", first.stdout);
     assert!(second.stdout.contains("(0 new records in log/decision_trace)"), "{}", second.stdout);
+    assert!(second.stdout.contains("\n0 new records in log/decision_trace"), "{}", second.stdout);
+    // The deal-risk section made it into the leadership report.
+    assert!(first.stdout.contains("**Deal risk**:"), "{}", first.stdout);
 }
 
 #[test]
