@@ -260,7 +260,7 @@ pub fn string_rows(batch: &RecordBatch, n: usize) -> Result<Vec<Vec<Option<Strin
     Ok((0..batch.num_rows()).map(|r| cols.iter().map(|c| c[r].clone()).collect()).collect())
 }
 
-fn floats(a: &ArrayRef) -> Result<Vec<Option<f64>>> {
+pub fn floats(a: &ArrayRef) -> Result<Vec<Option<f64>>> {
     let c = cast(a, &DataType::Float64)?;
     let s = c.as_any().downcast_ref::<Float64Array>().expect("f64");
     Ok((0..s.len()).map(|i| (!s.is_null(i)).then(|| s.value(i))).collect())
@@ -319,6 +319,8 @@ pub struct Cell {
 }
 
 pub struct Computed {
+    /// The organisation the KPIs were rolled up over (published as kpi_units).
+    pub members: Vec<Membership>,
     /// Milliseconds per KPI (all grains), for the run manifest.
     pub timings_ms: BTreeMap<String, u64>,
     pub cells: Vec<Cell>,
@@ -517,7 +519,7 @@ pub async fn compute(
         ))
     });
     units.sort_by(|a, b| (level_rank(&a.level), &a.name, &a.id).cmp(&(level_rank(&b.level), &b.name, &b.id)));
-    Ok(Computed { timings_ms, cells, units, skipped })
+    Ok(Computed { members, timings_ms, cells, units, skipped })
 }
 
 pub fn level_rank(level: &str) -> usize {
@@ -1051,8 +1053,7 @@ pub async fn run(
     run.write_table("kpi_values", cell_schema(), &[cell_batch(&computed.cells, catalog)?]).await?;
     run.write_table("kpi_interventions", crate::intervention::schema(), &[crate::intervention::batch(&interventions)?])
         .await?;
-    let members = crate::org::memberships(session).await?;
-    run.write_table("kpi_units", crate::org::schema(), &[crate::org::batch(&members)?]).await?;
+    run.write_table("kpi_units", crate::org::schema(), &[crate::org::batch(&computed.members)?]).await?;
     let cal = Calendar { grain: Grain::Quarter, fiscal_year_start_month, week_starts_sunday };
     let current = period_of(&cal, as_of);
     let quarter = if current.end <= as_of { current } else { period_of(&cal, current.start - Days::new(1)) };

@@ -8,14 +8,13 @@ use std::sync::Arc;
 
 use chrono::{Datelike, Days, NaiveDate};
 use datafusion::arrow::array::{ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray};
-use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use serde::Deserialize;
 
 use crate::catalog::LakeSession;
 use crate::decision_log::{Record, record_id};
 use crate::error::{Error, Result};
-use crate::kpi::strings;
+use crate::kpi::{floats, strings};
 
 const BUILTIN_PLAYBOOK: &str = include_str!("../data/playbook.toml");
 pub const FLAG_SQL: [(&str, &str); 7] = [
@@ -183,12 +182,6 @@ pub struct DealRisk {
     pub deadline: Option<NaiveDate>,
 }
 
-fn col_f(a: &ArrayRef) -> Result<Vec<Option<f64>>> {
-    let c = cast(a, &DataType::Float64)?;
-    let c = c.as_any().downcast_ref::<Float64Array>().expect("f64");
-    Ok((0..c.len()).map(|i| (!datafusion::arrow::array::Array::is_null(c, i)).then(|| c.value(i))).collect())
-}
-
 async fn deals(session: &LakeSession) -> Result<Vec<Deal>> {
     let sql = "SELECT opportunity_id, deal_name, account_name, owner_id, owner_name, manager_id, manager_name, stage_name, \
                amount, CAST(close_date AS VARCHAR), age_days, days_in_stage, stage_changes, contacts, activities, \
@@ -198,7 +191,7 @@ async fn deals(session: &LakeSession) -> Result<Vec<Deal>> {
         let s: Vec<Vec<Option<String>>> =
             [0, 1, 2, 3, 4, 5, 6, 7, 9, 15, 16, 17].iter().map(|i| strings(b.column(*i))).collect::<Result<_>>()?;
         let f: Vec<Vec<Option<f64>>> =
-            [8, 10, 11, 12, 13, 14].iter().map(|i| col_f(b.column(*i))).collect::<Result<_>>()?;
+            [8, 10, 11, 12, 13, 14].iter().map(|i| floats(b.column(*i))).collect::<Result<_>>()?;
         for r in 0..b.num_rows() {
             let g = |k: usize| s[k][r].clone().unwrap_or_default();
             let n = |k: usize| f[k][r].unwrap_or(0.0) as i64;
@@ -241,7 +234,7 @@ pub async fn fired(session: &LakeSession, pb: &Playbook) -> Result<Vec<FiredFlag
             .await
             .map_err(|e| Error::Other(format!("sql/risk/{}.sql does not run: {e}", flag.id)))?;
         for b in batches {
-            let (ids, values, ev) = (strings(b.column(0))?, col_f(b.column(1))?, strings(b.column(2))?);
+            let (ids, values, ev) = (strings(b.column(0))?, floats(b.column(1))?, strings(b.column(2))?);
             for r in 0..b.num_rows() {
                 let Some(id) = ids[r].clone() else { continue };
                 out.push(FiredFlag {
@@ -536,7 +529,7 @@ pub async fn outcomes(
             session.ctx.sql("SELECT master_label, sort_order FROM staging.opportunity_stage").await?.collect().await?;
         let mut m = HashMap::new();
         for batch in b {
-            let (n, o) = (strings(batch.column(0))?, col_f(batch.column(1))?);
+            let (n, o) = (strings(batch.column(0))?, floats(batch.column(1))?);
             for (n, o) in n.into_iter().zip(o) {
                 if let (Some(n), Some(o)) = (n, o) {
                     m.insert(n, o as i64);
@@ -548,7 +541,7 @@ pub async fn outcomes(
     let mut out = Vec::new();
     for b in session.ctx.sql(&sql).await?.collect().await? {
         let s: Vec<Vec<Option<String>>> = (0..7).map(|i| strings(b.column(i))).collect::<Result<_>>()?;
-        let order = col_f(b.column(7))?;
+        let order = floats(b.column(7))?;
         for r in 0..b.num_rows() {
             let (Some(id), Some(deal)) = (s[0][r].clone(), s[1][r].clone()) else { continue };
             let state: serde_json::Value =

@@ -209,6 +209,8 @@ fn fixture() -> tempfile::TempDir {
     l.hist.push_str("D1h9,D1,2024-07-10 09:00:00,Demo,10000,2024-09-30\n");
     l.hist.push_str("D3h9,D3,2024-07-15 09:00:00,Closed Lost,10000,2024-07-15\n");
     l.hist.push_str("D9h9,D9,2024-07-20 09:00:00,Closed Won,10000,2024-07-20\n");
+    // And what the rep did about D3 on 07-02: a call, logged as a CRM task.
+    l.tasks.push_str("TD3call,D3,D3e,U1,Call,outbound,Call with Erin Buyer3,2024-07-02 15:00:00\n");
     l.write(dir.path());
     dir
 }
@@ -333,9 +335,23 @@ fn the_log_survives_a_writer_killed_mid_append_and_reruns_add_nothing() {
         );
         assert_eq!(r.code, 0, "{}", r.stderr);
     }
-    let acts = log("SELECT refers_to FROM log.decision_trace WHERE kind = 'action_taken'");
+    let acts = log(
+        "SELECT refers_to FROM log.decision_trace WHERE kind = 'action_taken' AND evidence LIKE '%action command%'",
+    );
     assert_eq!(acts.len(), 1);
     assert_eq!(s(&acts[0], "refers_to"), s(&d3[0], "record_id"));
+    // The CRM task logged on D3 after its flag is imported as an action, linked to the flag; a
+    // second import adds nothing.
+    for expected in ["1 new action record(s)", "0 new action record(s)"] {
+        let r = run(lake, &["action", "--from-tasks", "--as-of", "2024-07-05"]);
+        assert!(r.code == 0 && r.stdout.contains(expected), "{}\n{}", r.stdout, r.stderr);
+    }
+    let imported = log(
+        "SELECT subject_id, action, refers_to FROM log.decision_trace WHERE kind = 'action_taken' AND evidence LIKE '%crm task%'",
+    );
+    assert_eq!(imported.len(), 1, "{imported:?}");
+    assert_eq!((s(&imported[0], "subject_id"), s(&imported[0], "action")), ("D3", "Call with Erin Buyer3"));
+    assert_eq!(s(&imported[0], "refers_to"), s(&d3[0], "record_id"));
     let bad = run(lake, &["action", "--deal", "NOPE", "--did", "x", "--as-of", "2024-07-02"]);
     assert_ne!(bad.code, 0);
     assert!(bad.stderr.contains("no opportunity 'NOPE'"), "{}", bad.stderr);
