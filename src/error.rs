@@ -37,6 +37,26 @@ pub enum Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// Reads a declaration file (a journey, KPI catalog, job or playbook) given on the command line,
+/// else the built-in copy compiled from the repository, and parses it as TOML. Errors name the
+/// file, so a user knows which declaration to fix.
+pub fn read_declaration<T: serde::de::DeserializeOwned>(
+    file: Option<&std::path::Path>,
+    builtin_name: &str,
+    builtin: &str,
+) -> Result<(String, T)> {
+    let (name, text) = match file {
+        Some(p) => (
+            p.display().to_string(),
+            std::fs::read_to_string(p)
+                .map_err(|e| Error::Config { file: p.display().to_string(), message: e.to_string() })?,
+        ),
+        None => (builtin_name.to_string(), builtin.to_string()),
+    };
+    let parsed = toml::from_str(&text).map_err(|e| Error::Config { file: name.clone(), message: e.to_string() })?;
+    Ok((name, parsed))
+}
+
 /// One way a lake breaks the contract, with where and how to fix it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ContractProblem {

@@ -49,16 +49,7 @@ pub struct JourneyStep {
 
 /// The journeys of a file, or the built-in jobs/funnels.toml.
 pub fn load(file: Option<&Path>) -> Result<Vec<Journey>> {
-    let (name, text) = match file {
-        Some(p) => (
-            p.display().to_string(),
-            std::fs::read_to_string(p)
-                .map_err(|e| Error::Config { file: p.display().to_string(), message: e.to_string() })?,
-        ),
-        None => ("jobs/funnels.toml".to_string(), BUILTIN.to_string()),
-    };
-    let parsed: JourneyFile =
-        toml::from_str(&text).map_err(|e| Error::Config { file: name.clone(), message: e.to_string() })?;
+    let (name, parsed): (String, JourneyFile) = crate::error::read_declaration(file, "jobs/funnels.toml", BUILTIN)?;
     for j in &parsed.journeys {
         if j.steps.len() < 2 {
             return Err(Error::Config { file: name, message: format!("journey {} needs at least two steps", j.name) });

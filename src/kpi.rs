@@ -125,28 +125,14 @@ pub struct Job {
     pub follow_up_days: FollowUp,
 }
 
-fn read(file: &Path) -> Result<String> {
-    std::fs::read_to_string(file)
-        .map_err(|e| Error::Config { file: file.display().to_string(), message: e.to_string() })
-}
-
 /// Loads the job (jobs/kpis.toml) and its catalog; the built-in copies unless files are given.
 pub fn load(job_file: Option<&Path>, catalog_file: Option<&Path>) -> Result<(Job, Catalog)> {
-    let (job_name, job_text) = match job_file {
-        Some(p) => (p.display().to_string(), read(p)?),
-        None => ("jobs/kpis.toml".to_string(), BUILTIN_JOB.to_string()),
-    };
-    let job: Job =
-        toml::from_str(&job_text).map_err(|e| Error::Config { file: job_name.clone(), message: e.to_string() })?;
+    let (job_name, job): (String, Job) = crate::error::read_declaration(job_file, "jobs/kpis.toml", BUILTIN_JOB)?;
     for g in &job.grains {
         grain(g).map_err(|message| Error::Config { file: job_name.clone(), message })?;
     }
-    let (cat_name, cat_text) = match catalog_file {
-        Some(p) => (p.display().to_string(), read(p)?),
-        None => ("data/kpi_catalog.toml".to_string(), BUILTIN_CATALOG.to_string()),
-    };
-    let catalog: Catalog =
-        toml::from_str(&cat_text).map_err(|e| Error::Config { file: cat_name.clone(), message: e.to_string() })?;
+    let (cat_name, catalog): (String, Catalog) =
+        crate::error::read_declaration(catalog_file, "data/kpi_catalog.toml", BUILTIN_CATALOG)?;
     check_catalog(&catalog).map_err(|message| Error::Config { file: cat_name, message })?;
     Ok((job, catalog))
 }

@@ -72,16 +72,7 @@ pub struct ActionDef {
 /// Loads the playbook (the built-in data/playbook.toml unless a file is given) and checks that
 /// every flag has its SQL and every action names known flags.
 pub fn load(file: Option<&Path>) -> Result<Playbook> {
-    let (name, text) = match file {
-        Some(p) => (
-            p.display().to_string(),
-            std::fs::read_to_string(p)
-                .map_err(|e| Error::Config { file: p.display().to_string(), message: e.to_string() })?,
-        ),
-        None => ("data/playbook.toml".to_string(), BUILTIN_PLAYBOOK.to_string()),
-    };
-    let pb: Playbook =
-        toml::from_str(&text).map_err(|e| Error::Config { file: name.clone(), message: e.to_string() })?;
+    let (name, pb): (String, Playbook) = crate::error::read_declaration(file, "data/playbook.toml", BUILTIN_PLAYBOOK)?;
     for f in &pb.flags {
         if !FLAG_SQL.iter().any(|(id, _)| *id == f.id) {
             return Err(Error::Config {
