@@ -679,7 +679,17 @@ fn classify(kpi: &Kpi, cell: &Cell, prev: Option<&Cell>, earlier: &[Cell], sev: 
         } else {
             false
         };
-        if (worse >= sev.sharp_drop && outside) || volume {
+        // For a rate of counts, a "sharp" change must also be more than noise: a two-proportion
+        // test against the previous period at 5% (0 of 90 -> 1 of 92 is not a sudden drop).
+        let beyond_noise = !kpi.rate
+            || crate::funnel::two_proportion(
+                cell.numerator.round() as i64,
+                cell.denominator.round() as i64,
+                p.numerator.round() as i64,
+                p.denominator.round() as i64,
+            )
+            .is_some_and(|(_, pvalue)| pvalue < 0.05);
+        if (worse >= sev.sharp_drop && outside && beyond_noise) || volume {
             return (
                 "diagnose_first",
                 format!(
@@ -1142,5 +1152,33 @@ mod tests {
             vec![d("2026-01-01"), d("2026-02-01"), d("2026-03-01")]
         );
         assert_eq!(months[1].end, d("2026-02-28"));
+    }
+
+    #[test]
+    fn a_rate_jump_within_noise_is_not_a_sudden_drop() {
+        let (job, cat) = load(None, None).unwrap();
+        let kpi = cat.kpis.iter().find(|k| k.id == "slip_rate").unwrap().clone();
+        let d = |m: u32| NaiveDate::from_ymd_opt(2026, m, 1).unwrap();
+        let list = periods(&Calendar::default(), d(1), d(4) + Days::new(29));
+        let unit = Unit {
+            level: "seller".into(),
+            id: "seller:S".into(),
+            name: "S".into(),
+            parent: None,
+            head_id: None,
+            head_name: None,
+        };
+        let status = |april: (f64, f64)| {
+            let series: Series = [(d(1), (0.0, 90.0, 90)), (d(2), (0.0, 90.0, 90)), (d(3), (0.0, 95.0, 95))]
+                .into_iter()
+                .chain([(d(4), (april.0, april.1, april.1 as i64))])
+                .collect();
+            let cells = series_cells(&kpi, "month", &list, d(4) + Days::new(29), &unit, &series, &job.severity);
+            cells.last().unwrap().status.clone()
+        };
+        // 0 of 95 slipped, then 1 of 92: a miss of a 0% target, but within noise (p ~ 0.3).
+        assert_eq!(status((1.0, 92.0)), "observe");
+        // 0 of 95, then 30 of 92: sudden and far beyond noise -> check the data first.
+        assert_eq!(status((30.0, 92.0)), "diagnose_first");
     }
 }
