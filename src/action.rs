@@ -4,9 +4,9 @@
 use chrono::NaiveDate;
 
 use crate::catalog::LakeSession;
+use crate::columns::{string_rows, strings};
 use crate::decision_log::{Record, record_id};
 use crate::error::{Error, Result};
-use crate::kpi::{string_rows, strings};
 
 /// The latest flag record of a deal on or before a date, if any.
 async fn latest_flag(session: &LakeSession, deal: &str, on: NaiveDate) -> Result<Option<(String, String)>> {

@@ -8,9 +8,9 @@ use std::collections::{BTreeMap, HashMap};
 use chrono::{Days, NaiveDate};
 
 use crate::catalog::{AsOf, LakeSession};
+use crate::columns::string_rows;
 use crate::error::{Error, Result};
 use crate::funnel::{two_proportion, wilson};
-use crate::kpi::string_rows;
 use crate::lake::Lake;
 use crate::risk::Playbook;
 

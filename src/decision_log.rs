@@ -20,8 +20,8 @@ use datafusion::parquet::arrow::ArrowWriter;
 use serde::Serialize;
 
 use crate::catalog::LakeSession;
+use crate::columns::strings;
 use crate::error::Result;
-use crate::kpi::strings;
 use crate::lake::Lake;
 
 pub const DIR: &str = "log/decision_trace";

@@ -10,9 +10,10 @@ use datafusion::arrow::array::{ArrayRef, RecordBatch, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 
 use crate::catalog::LakeSession;
+use crate::columns::strings;
 use crate::decision_log::{Record, record_id};
 use crate::error::Result;
-use crate::kpi::{Catalog, Cell, Job, Kpi, Unit, fmt_value, strings};
+use crate::kpi::{Catalog, Cell, Job, Kpi, Unit, fmt_value};
 
 pub const LEADERSHIP: &str = "leadership";
 

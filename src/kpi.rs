@@ -8,14 +8,14 @@ use std::sync::Arc;
 
 use chrono::{Datelike, Days, Months, NaiveDate};
 use datafusion::arrow::array::{
-    Array, ArrayRef, BooleanArray, Date32Array, Float64Array, Int64Array, RecordBatch, StringArray,
+    ArrayRef, BooleanArray, Date32Array, Float64Array, Int64Array, RecordBatch, StringArray,
 };
-use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::datasource::MemTable;
 use serde::Deserialize;
 
 use crate::catalog::LakeSession;
+use crate::columns::{dates, floats, strings};
 use crate::error::{Error, Result};
 use crate::funnel::{Calendar, Grain, wilson};
 use crate::org::{Membership, NO_REGION};
@@ -231,31 +231,6 @@ pub fn periods(cal: &Calendar, first: NaiveDate, last: NaiveDate) -> Vec<Period>
         p = period_of(cal, p.end + Days::new(1));
     }
     out
-}
-
-/// Column helpers: any array cast to strings / floats / ints, nulls kept.
-pub fn strings(a: &ArrayRef) -> Result<Vec<Option<String>>> {
-    let c = cast(a, &DataType::Utf8)?;
-    let s = c.as_any().downcast_ref::<StringArray>().expect("utf8");
-    Ok((0..s.len()).map(|i| (!s.is_null(i)).then(|| s.value(i).to_string())).collect())
-}
-
-/// The first `n` columns of a batch as rows of optional strings.
-pub fn string_rows(batch: &RecordBatch, n: usize) -> Result<Vec<Vec<Option<String>>>> {
-    let cols: Vec<Vec<Option<String>>> = (0..n).map(|i| strings(batch.column(i))).collect::<Result<_>>()?;
-    Ok((0..batch.num_rows()).map(|r| cols.iter().map(|c| c[r].clone()).collect()).collect())
-}
-
-pub fn floats(a: &ArrayRef) -> Result<Vec<Option<f64>>> {
-    let c = cast(a, &DataType::Float64)?;
-    let s = c.as_any().downcast_ref::<Float64Array>().expect("f64");
-    Ok((0..s.len()).map(|i| (!s.is_null(i)).then(|| s.value(i))).collect())
-}
-
-fn dates(a: &ArrayRef) -> Result<Vec<Option<NaiveDate>>> {
-    let c = cast(a, &DataType::Date32)?;
-    let s = c.as_any().downcast_ref::<Date32Array>().expect("date32");
-    Ok((0..s.len()).map(|i| if s.is_null(i) { None } else { s.value_as_date(i) }).collect())
 }
 
 /// One unit's sums per period start: (numerator, denominator, n).

@@ -6,6 +6,7 @@ pub mod backtest;
 pub mod bench;
 pub mod catalog;
 pub mod cli;
+pub mod columns;
 pub mod contract;
 pub mod decision_log;
 pub mod error;

@@ -21,8 +21,8 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::datasource::MemTable;
 
 use crate::catalog::LakeSession;
+use crate::columns::strings;
 use crate::error::Result;
-use crate::kpi::strings;
 
 pub const NO_REGION: &str = "(no region)";
 

@@ -12,9 +12,9 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use serde::Deserialize;
 
 use crate::catalog::LakeSession;
+use crate::columns::{floats, strings};
 use crate::decision_log::{Record, record_id};
 use crate::error::{Error, Result};
-use crate::kpi::{floats, strings};
 
 const BUILTIN_PLAYBOOK: &str = include_str!("../data/playbook.toml");
 pub const FLAG_SQL: [(&str, &str); 7] = [
