@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use chrono::{Days, NaiveDate};
+use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::catalog::MemorySchemaProvider;
 use datafusion::datasource::MemTable;
@@ -360,28 +361,31 @@ impl LakeSession {
             session.register_known(landed).await?;
         }
         for (name, sql) in STAGING_SQL {
-            let sql = session.fill(sql);
-            let view = session
-                .ctx
-                .sql(&sql)
-                .await
-                .map_err(|e| Error::Other(format!("sql/staging/{name}.sql does not plan: {e}")))?
-                .into_view();
+            let view = session.declared(sql, &format!("sql/staging/{name}.sql")).await?.into_view();
             session.ctx.register_table(format!("staging.{name}"), view)?;
         }
         for (name, sql) in MART_SQL {
-            let view = session
-                .ctx
-                .sql(&session.fill(sql))
-                .await
-                .map_err(|e| Error::Other(format!("sql/marts/{name}.sql does not plan: {e}")))?
-                .into_view();
+            let view = session.declared(sql, &format!("sql/marts/{name}.sql")).await?.into_view();
             session.ctx.register_table(format!("mart.{name}"), view)?;
         }
         crate::org::register(&session).await?;
         crate::publish::register_outputs(&session).await?;
         crate::decision_log::register(&session).await?;
         Ok(session)
+    }
+
+    /// Plans a declared SQL text (as-of slots filled); an error names where it is declared.
+    pub async fn declared(&self, sql: &str, source: &str) -> Result<datafusion::prelude::DataFrame> {
+        self.ctx.sql(&self.fill(sql)).await.map_err(|e| Error::Other(format!("{source} does not plan: {e}")))
+    }
+
+    /// Runs a declared SQL text and collects its (small) result; errors name where it is declared.
+    pub async fn collect_declared(&self, sql: &str, source: &str) -> Result<Vec<RecordBatch>> {
+        self.declared(sql, source)
+            .await?
+            .collect()
+            .await
+            .map_err(|e| Error::Other(format!("{source} does not run: {e}")))
     }
 
     /// Every contract problem found while inspecting the lake.

@@ -410,13 +410,7 @@ pub async fn compute(
         for (name, sql) in SNAPSHOT_SQL {
             let table = format!("mart.{name}");
             let _ = session.ctx.deregister_table(table.as_str())?;
-            let snap = session
-                .ctx
-                .sql(&session.fill(sql))
-                .await
-                .map_err(|e| Error::Other(format!("sql/marts/{name}.sql does not plan: {e}")))?
-                .cache()
-                .await?;
+            let snap = session.declared(sql, &format!("sql/marts/{name}.sql")).await?.cache().await?;
             session.ctx.register_table(table.as_str(), snap.into_view())?;
         }
         for kpi in &catalog.kpis {
@@ -427,14 +421,7 @@ pub async fn compute(
             }
             let kpi_started = std::time::Instant::now();
             let sql = aggregate_sql(session, kpi, &cal);
-            let batches = session
-                .ctx
-                .sql(&sql)
-                .await
-                .map_err(|e| Error::Other(format!("KPI {} (data/kpi_catalog.toml) does not plan: {e}", kpi.id)))?
-                .collect()
-                .await
-                .map_err(|e| Error::Other(format!("KPI {} (data/kpi_catalog.toml) does not run: {e}", kpi.id)))?;
+            let batches = session.collect_declared(&sql, &format!("KPI {} (data/kpi_catalog.toml)", kpi.id)).await?;
             let mut raw: BTreeMap<(String, String), Series> = BTreeMap::new();
             for b in &batches {
                 let (lv, id, ps) = (strings(b.column(0))?, strings(b.column(1))?, dates(b.column(2))?);

@@ -216,14 +216,7 @@ pub async fn fired(session: &LakeSession, pb: &Playbook) -> Result<Vec<FiredFlag
     let mut out = Vec::new();
     for flag in &pb.flags {
         let sql = flag_sql(session, flag)?;
-        let batches = session
-            .ctx
-            .sql(&sql)
-            .await
-            .map_err(|e| Error::Other(format!("sql/risk/{}.sql does not plan: {e}", flag.id)))?
-            .collect()
-            .await
-            .map_err(|e| Error::Other(format!("sql/risk/{}.sql does not run: {e}", flag.id)))?;
+        let batches = session.collect_declared(&sql, &format!("sql/risk/{}.sql", flag.id)).await?;
         for b in batches {
             let (ids, values, ev) = (strings(b.column(0))?, floats(b.column(1))?, strings(b.column(2))?);
             for r in 0..b.num_rows() {
