@@ -375,7 +375,7 @@ fn maven_win_rate_per_office_and_manager_and_won_value() {
 }
 
 /// Headless Chromium from Debian's packages (installed by .ci/run). Without it the test says
-/// SKIPPED, unless GTM_LOOP_REQUIRE_CHROMIUM is set (CI sets it), where a missing browser fails.
+/// SKIPPED, unless GTM_LOOP_REQUIRE_CHROMIUM or CI=true is set, where a missing browser fails.
 fn chromium() -> Option<&'static str> {
     for bin in ["chromium", "chromium-browser", "google-chrome"] {
         if std::process::Command::new(bin).arg("--version").output().is_ok_and(|o| o.status.success()) {
@@ -383,6 +383,10 @@ fn chromium() -> Option<&'static str> {
         }
     }
     assert!(std::env::var("GTM_LOOP_REQUIRE_CHROMIUM").is_err(), "GTM_LOOP_REQUIRE_CHROMIUM is set but no chromium");
+    assert!(
+        std::env::var("CI").map_or(true, |v| v != "true"),
+        "CI=true but no chromium on PATH: the report rendering test cannot run (apt-get install chromium)"
+    );
     eprintln!("SKIPPED: no chromium on PATH (apt-get install chromium)");
     None
 }
