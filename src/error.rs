@@ -1,4 +1,5 @@
 //! Errors a user can act on: each names the file, table or column at fault and what to do next.
+//! Lower layers return these; the CLI maps them to exit codes (2 for what the user must fix).
 
 use std::fmt;
 
@@ -31,11 +32,41 @@ pub enum Error {
     #[error(transparent)]
     Io(#[from] std::io::Error),
 
+    /// A local file the user named (`--out`, a declaration file) could not be read or written.
+    #[error("cannot {action} {path}: {source}")]
+    File { path: String, action: &'static str, source: std::io::Error },
+
+    /// An error from below (DataFusion, the object store, a query) with what was being done and on
+    /// which table or file, so the message says where to look.
+    #[error("{context}: {source}")]
+    Context { context: String, source: Box<Error> },
+
     #[error("{0}")]
     Other(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// The error under any context added on the way up (for exit codes and hints).
+    pub fn root(&self) -> &Error {
+        match self {
+            Error::Context { source, .. } => source.root(),
+            e => e,
+        }
+    }
+}
+
+/// Adds what was being done, and on which table or file, to any error convertible to ours.
+pub trait Context<T> {
+    fn context(self, what: impl FnOnce() -> String) -> Result<T>;
+}
+
+impl<T, E: Into<Error>> Context<T> for std::result::Result<T, E> {
+    fn context(self, what: impl FnOnce() -> String) -> Result<T> {
+        self.map_err(|e| Error::Context { context: what(), source: Box::new(e.into()) })
+    }
+}
 
 /// Reads a declaration file (a journey, KPI catalog, job or playbook) given on the command line,
 /// else the built-in copy compiled from the repository, and parses it as TOML. Errors name the
@@ -48,8 +79,10 @@ pub fn read_declaration<T: serde::de::DeserializeOwned>(
     let (name, text) = match file {
         Some(p) => (
             p.display().to_string(),
-            std::fs::read_to_string(p)
-                .map_err(|e| Error::Config { file: p.display().to_string(), message: e.to_string() })?,
+            std::fs::read_to_string(p).map_err(|e| Error::Config {
+                file: p.display().to_string(),
+                message: format!("cannot read this declaration file ({e}); check the path given on the command line"),
+            })?,
         ),
         None => (builtin_name.to_string(), builtin.to_string()),
     };

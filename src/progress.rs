@@ -1,4 +1,5 @@
 //! Progress bars for long work: on stderr, and hidden when stderr is not a terminal (CI, pipes).
+//! One helper so every long step (generate, validate, backtest) looks and behaves the same.
 
 use indicatif::{ProgressBar, ProgressStyle};
 

@@ -5,10 +5,10 @@ use std::time::Instant;
 
 use chrono::NaiveDate;
 
-use crate::catalog::{AsOf, LakeSession};
+use crate::demo::GenerateOptions;
 use crate::error::{Error, Result};
-use crate::generate::GenerateOptions;
 use crate::lake::Lake;
+use crate::layers::AsOf;
 
 pub struct Step {
     pub name: String,
@@ -59,31 +59,33 @@ pub async fn run(
     let mut steps = Vec::new();
     if !skip_generate {
         let opts = GenerateOptions { opportunities, ..Default::default() };
-        step(&mut steps, "generate", crate::generate::generate(lake, &opts), |t| {
+        step(&mut steps, "generate", crate::demo::generate(lake, &opts), |t| {
             format!("{} rows", t.row_counts.values().sum::<u64>())
         })
         .await?;
     }
-    let session =
-        step(&mut steps, "open (inspect files, plan views)", LakeSession::open(lake, AsOf(Some(as_of))), |_| {
-            String::new()
-        })
-        .await?;
+    let session = step(
+        &mut steps,
+        "open (inspect files, plan views)",
+        crate::outputs::open_session(lake, AsOf(Some(as_of))),
+        |_| String::new(),
+    )
+    .await?;
     let sql = "SELECT stage_name, COUNT(*) AS deals, SUM(amount) AS amount FROM staging.opportunity \
                WHERE NOT is_closed GROUP BY 1 ORDER BY 1";
     step(
         &mut steps,
         "as-of pipeline query (open deals by stage)",
-        async { crate::query::run(&session, sql).await },
+        async { crate::cli::query::run(&session, sql).await },
         |b| format!("{} stages", b.iter().map(|b| b.num_rows()).sum::<usize>()),
     )
     .await?;
-    step(&mut steps, "validate (all checks, publish)", crate::validate::run(&session), |r| {
+    step(&mut steps, "validate (all checks, publish)", crate::quality::run(&session), |r| {
         format!("{} findings", r.findings.len())
     })
     .await?;
-    let journeys = crate::funnel::load(None)?;
-    let cal = crate::funnel::Calendar::default();
+    let journeys = crate::jobs::funnel::load(None)?;
+    let cal = crate::jobs::calendar::Calendar::default();
     // The like-for-like comparison with DuckDB: the sales-led step counts (entities and steps are
     // held one by one, as the funnel job does, then joined and counted).
     let sales_led = journeys.iter().find(|j| j.name == "sales_led").expect("built-in journey");
@@ -95,9 +97,9 @@ pub async fn run(
         )
     };
     let work = async {
-        let (wide, _) = crate::funnel::entity_sql(&session, sales_led, &[]).await?;
-        let out = crate::query::run(&session, &counts(wide)).await;
-        crate::funnel::release_work(&session, sales_led)?;
+        let (wide, _) = crate::jobs::funnel::entity_sql(&session, sales_led, &[]).await?;
+        let out = crate::cli::query::run(&session, &counts(wide)).await;
+        crate::jobs::funnel::release_work(&session, sales_led)?;
         out
     };
     step(&mut steps, "sales-led funnel counts (DataFusion)", work, |b| {
@@ -114,7 +116,7 @@ pub async fn run(
     let (rows, _, _) = step(
         &mut steps,
         "funnel (2 journeys, periods, cohorts, publish)",
-        crate::funnel::run(&session, &journeys, None, &[], &cal),
+        crate::jobs::funnel::run(&session, &journeys, None, &[], &cal),
         |(rows, _, _)| format!("{} step rows", rows.len()),
     )
     .await?;
@@ -126,7 +128,7 @@ pub async fn run(
 
 /// The same sales-led funnel in DuckDB SQL on the same Parquet (bench/funnel_duckdb.py), timed in
 /// its own process; its step counts must equal ours or the bench fails.
-fn duckdb_funnel(lake: &Lake, python: &str, as_of: NaiveDate, ours: &[crate::funnel::StepRow]) -> Result<Step> {
+fn duckdb_funnel(lake: &Lake, python: &str, as_of: NaiveDate, ours: &[crate::jobs::funnel::StepRow]) -> Result<Step> {
     let dir = lake.url.to_file_path().map_err(|_| Error::Other("the DuckDB comparison needs a local lake".into()))?;
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/bench/funnel_duckdb.py");
     let out = std::process::Command::new(python)

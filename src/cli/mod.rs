@@ -1,4 +1,11 @@
 //! The command line: one subcommand per thing a RevOps user or analyst does.
+//! Parses arguments, opens the lake and its session, and hands each command to the library.
+
+pub mod bench;
+pub mod cadence;
+pub mod jobs;
+pub mod lake_cmds;
+pub mod query;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -7,12 +14,12 @@ use std::process::ExitCode;
 use chrono::NaiveDate;
 use clap::{Parser, Subcommand};
 
-use crate::catalog::{AsOf, LakeSession};
-use crate::contract::Contract;
+use crate::cli::query::OutputFormat;
+use crate::demo::GenerateOptions;
 use crate::error::{Error, Result};
-use crate::generate::GenerateOptions;
 use crate::lake::Lake;
-use crate::query::OutputFormat;
+use crate::lake::contract::Contract;
+use crate::layers::{AsOf, LakeSession};
 
 /// The demo lake: generated here on first use, git-ignored.
 pub const DEFAULT_LAKE: &str = "lakes/demo";
@@ -174,8 +181,8 @@ pub enum Command {
         #[arg(long = "by")]
         by: Vec<String>,
         /// Entry-period grain for period comparisons.
-        #[arg(long, value_enum, default_value_t = crate::funnel::Grain::Month)]
-        grain: crate::funnel::Grain,
+        #[arg(long, value_enum, default_value_t = crate::jobs::calendar::Grain::Month)]
+        grain: crate::jobs::calendar::Grain,
         /// First month (1-12) of the fiscal year, for quarters.
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=12))]
         fiscal_year_start: u32,
@@ -208,11 +215,12 @@ pub fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
-            if let (true, Some(limit)) = (e.to_string().contains("Resources exhausted"), crate::catalog::memory_limit())
+            if let (true, Some(limit)) =
+                (e.to_string().contains("Resources exhausted"), crate::layers::session::memory_limit())
             {
                 eprintln!("hint: GTM_LOOP_MEMORY_LIMIT caps queries at {} MiB; raise or unset it", limit >> 20);
             }
-            match e {
+            match e.root() {
                 Error::Contract { .. } | Error::Refused(_) | Error::Config { .. } => ExitCode::from(2),
                 _ => ExitCode::FAILURE,
             }
@@ -223,191 +231,67 @@ pub fn main() -> ExitCode {
 pub async fn run(cli: Cli) -> Result<()> {
     let lake = Lake::open(&cli.lake)?;
     let mut stdout = std::io::stdout().lock();
+    let out: &mut dyn Write = &mut stdout;
     match cli.command {
-        Command::Run { as_of, opportunities } => {
-            if lake.list("raw/").await?.is_empty() {
-                eprintln!("no raw data in {}: generating the demo lake ({opportunities} opportunities)", lake.url);
-                crate::generate::generate(&lake, &GenerateOptions { opportunities, ..Default::default() }).await?;
-            }
-            let as_of = match as_of {
-                Some(d) => d,
-                None => {
-                    let d = latest_recorded_day(&lake).await?;
-                    writeln!(stdout, "as of {d}: the lake's latest recorded deal change (pass --as-of to choose)")?;
-                    d
-                }
-            };
-            let session = LakeSession::open(&lake, AsOf(Some(as_of))).await?;
-            let report = crate::validate::run(&session).await?;
-            write!(stdout, "{}", crate::validate::summary(&report.findings))?;
-            writeln!(
-                stdout,
-                "published run {} (output.data_quality, as of {})",
-                report.manifest.run_id, report.manifest.as_of
-            )?;
-            // Monthly performance loop: journey funnels.
-            let journeys = crate::funnel::load(None)?;
-            let cal = crate::funnel::Calendar::default();
-            let (_, text, manifest) = crate::funnel::run(&session, &journeys, None, &[], &cal).await?;
-            write!(stdout, "\n{text}")?;
-            writeln!(
-                stdout,
-                "published run {} (output.funnel_steps, funnel_breakdown, funnel_periods, funnel_cohorts)",
-                manifest.run_id
-            )?;
-            // Weekly execution loop: deal risk.
-            let playbook = crate::risk::load(None)?;
-            let (_, text, manifest, _) = crate::risk::run(&session, &playbook).await?;
-            write!(stdout, "\n{text}")?;
-            writeln!(stdout, "published run {} (output.deal_risk, deal_risk_flags)", manifest.run_id)?;
-            // Monthly performance loop: the KPI hierarchy and the leadership report.
-            let (job, catalog) = crate::kpi::load(None, None)?;
-            let result = crate::kpi::run(&session, &job, &catalog, 1, false).await?;
-            write!(stdout, "\n{}", result.text)?;
-            writeln!(
-                stdout,
-                "published run {} (output.kpi_values, kpi_interventions, kpi_units)",
-                result.manifest.run_id
-            )?;
-        }
+        Command::Run { as_of, opportunities } => cadence::run(&lake, as_of, opportunities, out).await,
         Command::Kpis { as_of, catalog, job, fiscal_year_start, week_starts_sunday } => {
-            let session = LakeSession::open(&lake, AsOf(Some(as_of))).await?;
-            refuse_broken(&session, &lake)?;
-            let (job, catalog) = crate::kpi::load(job.as_deref(), catalog.as_deref())?;
-            let result = crate::kpi::run(&session, &job, &catalog, fiscal_year_start, week_starts_sunday).await?;
-            write!(stdout, "{}", result.text)?;
-            writeln!(
-                stdout,
-                "published run {} (output.kpi_values, kpi_interventions, kpi_units)",
-                result.manifest.run_id
-            )?;
+            jobs::kpis(&lake, as_of, catalog.as_deref(), job.as_deref(), fiscal_year_start, week_starts_sunday, out)
+                .await
         }
-        Command::Risk { as_of, playbook } => {
-            let session = LakeSession::open(&lake, AsOf(Some(as_of))).await?;
-            refuse_broken(&session, &lake)?;
-            let playbook = crate::risk::load(playbook.as_deref())?;
-            let (_, text, manifest, _) = crate::risk::run(&session, &playbook).await?;
-            write!(stdout, "{text}")?;
-            writeln!(stdout, "published run {} (output.deal_risk, deal_risk_flags)", manifest.run_id)?;
-        }
+        Command::Risk { as_of, playbook } => jobs::risk(&lake, as_of, playbook.as_deref(), out).await,
         Command::Action { deal, did, why, by, on, as_of, from_tasks } => {
-            let session = LakeSession::open(&lake, AsOf(Some(as_of))).await?;
-            let n = if from_tasks {
-                crate::action::import_tasks(&session, as_of).await?
-            } else {
-                let deal = deal.unwrap_or_default();
-                let did = did.unwrap_or_default();
-                crate::action::record(&session, &deal, &did, &why, &by, on.unwrap_or(as_of), as_of).await?
-            };
-            writeln!(stdout, "{n} new action record(s) in log/decision_trace")?;
+            let by_hand = jobs::ActionByHand { deal, did, why, by, on };
+            jobs::action(&lake, as_of, from_tasks, by_hand, out).await
         }
         Command::Backtest { from, to, every_days, horizon_days, playbook } => {
-            let playbook = crate::risk::load(playbook.as_deref())?;
-            let report = crate::backtest::run(&lake, &playbook, from, to, every_days, horizon_days).await?;
-            write!(stdout, "{}", report.text)?;
+            jobs::backtest(&lake, from, to, every_days, horizon_days, playbook.as_deref(), out).await
+        }
+        Command::Funnel { as_of, journey, journeys, by, grain, fiscal_year_start, week_starts_sunday } => {
+            let cal = crate::jobs::calendar::Calendar {
+                grain,
+                fiscal_year_start_month: fiscal_year_start,
+                week_starts_sunday,
+            };
+            jobs::funnel(&lake, as_of, journey.as_deref(), journeys.as_deref(), &by, &cal, out).await
         }
         Command::Generate { opportunities, seed, end, days, usage_days } => {
-            let truth =
-                crate::generate::generate(&lake, &GenerateOptions { opportunities, seed, end, days, usage_days })
-                    .await?;
-            for (table, rows) in &truth.row_counts {
-                writeln!(stdout, "  {table:<28} {rows:>12} rows")?;
-            }
-            writeln!(stdout, "truth file: {}truth.json", lake.url)?;
+            lake_cmds::generate(&lake, &GenerateOptions { opportunities, seed, end, days, usage_days }, out).await
         }
-        Command::Validate { as_of } => {
-            let session = LakeSession::open(&lake, AsOf(as_of)).await?;
-            let report = crate::validate::run(&session).await?;
-            write!(stdout, "{}", crate::validate::summary(&report.findings))?;
-            writeln!(
-                stdout,
-                "published run {} (output.data_quality, as of {})",
-                report.manifest.run_id, report.manifest.as_of
-            )?;
-        }
-        Command::Query { sql, as_of, format, out } => {
-            let session = open_for_reading(&lake, AsOf(as_of)).await?;
-            let batches = crate::query::run(&session, &sql).await?;
-            match out {
-                Some(path) => {
-                    let mut file = std::fs::File::create(&path)?;
-                    crate::query::write(&batches, format, &mut file)?;
-                    let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
-                    eprintln!("wrote {rows} rows to {}", path.display());
-                }
-                None if format == OutputFormat::Parquet => {
-                    return Err(Error::Other("--format parquet needs --out FILE".into()));
-                }
-                None => crate::query::write(&batches, format, &mut stdout)?,
-            }
+        Command::Validate { as_of } => lake_cmds::validate(&lake, as_of, out).await,
+        Command::Import { mapping, source } => lake_cmds::import(&lake, &mapping, &source, out).await,
+        Command::Contract => Ok(write!(out, "{}", Contract::builtin().to_markdown())?),
+        Command::Query { sql, as_of, format, out: file } => {
+            query::query_command(&lake, &sql, as_of, format, file.as_deref(), out).await
         }
         Command::Tables { as_of } => {
             let session = open_for_reading(&lake, AsOf(as_of)).await?;
-            write!(stdout, "{}", crate::query::tables(&session).await?)?;
+            Ok(write!(out, "{}", query::tables(&session).await?)?)
         }
         Command::Describe { table, as_of } => {
             let session = open_for_reading(&lake, AsOf(as_of)).await?;
-            write!(stdout, "{}", crate::query::describe(&session, &table).await?)?;
-        }
-        Command::Import { mapping, source } => {
-            let summary = crate::import::import(&lake, &mapping, &source).await?;
-            write!(stdout, "{summary}")?;
-        }
-        Command::Funnel { as_of, journey, journeys, by, grain, fiscal_year_start, week_starts_sunday } => {
-            let session = LakeSession::open(&lake, AsOf(as_of)).await?;
-            let declared = crate::funnel::load(journeys.as_deref())?;
-            let cal = crate::funnel::Calendar { grain, fiscal_year_start_month: fiscal_year_start, week_starts_sunday };
-            let (_, text, manifest) = crate::funnel::run(&session, &declared, journey.as_deref(), &by, &cal).await?;
-            write!(stdout, "{text}")?;
-            writeln!(
-                stdout,
-                "published run {} (output.funnel_steps, funnel_breakdown, funnel_periods, funnel_cohorts)",
-                manifest.run_id
-            )?;
+            Ok(write!(out, "{}", query::describe(&session, &table).await?)?)
         }
         Command::Bench { opportunities, skip_generate, as_of, duckdb } => {
-            let steps = crate::bench::run(&lake, opportunities, skip_generate, as_of, duckdb.as_deref()).await?;
+            let steps = bench::run(&lake, opportunities, skip_generate, as_of, duckdb.as_deref()).await?;
             let label = if skip_generate {
                 lake.url.to_string()
             } else {
                 format!("{} ({opportunities} opportunities)", lake.url)
             };
-            write!(stdout, "{}", crate::bench::render(&steps, &label))?;
-        }
-        Command::Contract => {
-            write!(stdout, "{}", Contract::builtin().to_markdown())?;
+            Ok(write!(out, "{}", bench::render(&steps, &label))?)
         }
     }
-    Ok(())
-}
-
-/// The day of the lake's latest recorded deal change: the default as-of of `run`, taken from the
-/// data and said, so a scheduled run is reproducible (the wall clock would not be).
-async fn latest_recorded_day(lake: &Lake) -> Result<NaiveDate> {
-    let session = LakeSession::open(lake, AsOf(None)).await?;
-    let batches = session
-        .ctx
-        .sql("SELECT CAST(MAX(created_date) AS DATE) FROM staging.opportunity_history")
-        .await?
-        .collect()
-        .await?;
-    let day = batches.first().filter(|b| b.num_rows() > 0).and_then(|b| {
-        b.column(0).as_any().downcast_ref::<datafusion::arrow::array::Date32Array>().and_then(|a| a.value_as_date(0))
-    });
-    day.ok_or_else(|| {
-        Error::Other("the lake has no opportunity_history to date the run from: pass --as-of YYYY-MM-DD".into())
-    })
 }
 
 /// Jobs do not run on a lake that breaks its contract (they would read empty tables as zeros).
-fn refuse_broken(session: &LakeSession, lake: &Lake) -> Result<()> {
+pub(crate) fn refuse_broken(session: &LakeSession, lake: &Lake) -> Result<()> {
     let problems = session.contract_problems();
     if problems.is_empty() { Ok(()) } else { Err(Error::Contract { lake: lake.url.to_string(), problems }) }
 }
 
 /// Queries run on a lake with contract problems (analysts need to look at broken data), but say so.
-async fn open_for_reading(lake: &Lake, as_of: AsOf) -> Result<LakeSession> {
-    let session = LakeSession::open(lake, as_of).await?;
+pub(crate) async fn open_for_reading(lake: &Lake, as_of: AsOf) -> Result<LakeSession> {
+    let session = crate::outputs::open_session(lake, as_of).await?;
     let problems = session.contract_problems();
     if !problems.is_empty() {
         eprintln!(

@@ -1,4 +1,5 @@
 //! `query`, `tables`, `describe`: read-only SQL over every layer, printed or saved.
+//! Statements that would change anything are refused before they are planned.
 
 use std::io::Write;
 
@@ -7,8 +8,8 @@ use datafusion::arrow::util::pretty::pretty_format_batches;
 use datafusion::execution::context::SQLOptions;
 use datafusion::parquet::arrow::ArrowWriter;
 
-use crate::catalog::{LakeSession, SCHEMAS};
-use crate::error::{Error, Result};
+use crate::error::{Context, Error, Result};
+use crate::layers::{LakeSession, SCHEMAS};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum OutputFormat {
@@ -108,7 +109,7 @@ pub async fn describe(session: &LakeSession, table: &str) -> Result<String> {
     let schema = df.schema().clone();
     let rows = df.count().await?;
     let mut out = format!("{table}: {rows} rows as of {}\n", session.as_of.label());
-    let contract_table = table.rsplit('.').next().and_then(|n| crate::contract::Contract::builtin().table(n));
+    let contract_table = table.rsplit('.').next().and_then(|n| crate::lake::contract::Contract::builtin().table(n));
     for field in schema.fields() {
         let meaning =
             contract_table.and_then(|t| t.column(field.name())).map(|c| c.description.clone()).unwrap_or_default();
@@ -121,4 +122,34 @@ pub async fn describe(session: &LakeSession, table: &str) -> Result<String> {
         ));
     }
     Ok(out)
+}
+
+/// `query`: runs the statement and prints it, or writes it to `--out` (Parquet needs a file).
+pub async fn query_command(
+    lake: &crate::lake::Lake,
+    sql: &str,
+    as_of: Option<chrono::NaiveDate>,
+    format: OutputFormat,
+    file: Option<&std::path::Path>,
+    out: &mut dyn Write,
+) -> Result<()> {
+    let session = crate::cli::open_for_reading(lake, crate::layers::AsOf(as_of)).await?;
+    let batches = run(&session, sql).await?;
+    match file {
+        Some(path) => {
+            let mut f = std::fs::File::create(path).map_err(|e| Error::File {
+                path: path.display().to_string(),
+                action: "create the --out file",
+                source: e,
+            })?;
+            write(&batches, format, &mut f).context(|| format!("writing the query result to {}", path.display()))?;
+            let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+            eprintln!("wrote {rows} rows to {}", path.display());
+        }
+        None if format == OutputFormat::Parquet => {
+            return Err(Error::Other("--format parquet needs --out FILE".into()));
+        }
+        None => write(&batches, format, out)?,
+    }
+    Ok(())
 }

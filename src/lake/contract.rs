@@ -8,7 +8,7 @@ use serde::Deserialize;
 
 use crate::error::{Error, Result};
 
-const CONTRACT_TOML: &str = include_str!("../data/contract/lake.toml");
+const CONTRACT_TOML: &str = repo_file!("data/contract/lake.toml");
 
 /// Columns Fivetran adds to every table it syncs; optional, used to time-travel and drop deletes.
 pub const CDC_COLUMNS: &[(&str, ColumnType, &str)] = &[
@@ -326,6 +326,11 @@ impl Contract {
     }
 }
 
+/// A SQL identifier, quoted (contract and landed column names may hold spaces or capitals).
+pub fn quote(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -361,7 +366,7 @@ mod tests {
 
     #[test]
     fn contract_doc_is_in_sync() {
-        let doc = include_str!("../data/contract/CONTRACT.md");
+        let doc = repo_file!("data/contract/CONTRACT.md");
         assert_eq!(doc, Contract::builtin().to_markdown(), "run `gtm-loop contract > data/contract/CONTRACT.md`");
     }
 

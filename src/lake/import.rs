@@ -10,14 +10,14 @@ use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTable
 use datafusion::prelude::SessionContext;
 use serde::Deserialize;
 
-use crate::catalog::quote;
-use crate::contract::Contract;
 use crate::error::{Error, Result};
 use crate::lake::Lake;
+use crate::lake::contract::Contract;
+use crate::lake::contract::quote;
 
 const BUILTIN: &[(&str, &str)] = &[
-    ("maven_crm", include_str!("../data/mappings/maven_crm.toml")),
-    ("olist_marketing_funnel", include_str!("../data/mappings/olist_marketing_funnel.toml")),
+    ("maven_crm", repo_file!("data/mappings/maven_crm.toml")),
+    ("olist_marketing_funnel", repo_file!("data/mappings/olist_marketing_funnel.toml")),
 ];
 
 #[derive(Debug, Clone, Deserialize)]
@@ -119,7 +119,7 @@ pub async fn import(lake: &Lake, mapping_name: &str, source_dir: &Path) -> Resul
             )));
         }
         let head = source_lake.get(&source.file).await?;
-        let names = crate::catalog::csv_header(&head[..head.len().min(64 * 1024)])
+        let names = crate::lake::inspect::csv_header(&head[..head.len().min(64 * 1024)])
             .ok_or_else(|| Error::Other(format!("{}: no header line", source.file)))?;
         let schema = Arc::new(datafusion::arrow::datatypes::Schema::new(
             names
@@ -169,7 +169,7 @@ pub async fn import(lake: &Lake, mapping_name: &str, source_dir: &Path) -> Resul
         let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
         let schema = batches.first().map(|b| b.schema()).ok_or_else(|| Error::Other("no output".into()))?;
         let batch = datafusion::arrow::compute::concat_batches(&schema, &batches)?;
-        let bytes = crate::rowbuf::parquet_bytes(&batch)?;
+        let bytes = crate::lake::rowbuf::parquet_bytes(&batch)?;
         lake.put(&format!("{}/{}.parquet", table.path, mapping.name), bytes).await?;
         summary.push_str(&format!("  {:<28} {rows:>8} rows\n", target.table));
     }

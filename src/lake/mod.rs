@@ -1,5 +1,13 @@
 //! A lake is a root URL (local folder, s3://, gs://, az://) and the object store behind it.
 //! Every byte the engine reads or writes goes through here, so remote and local lakes are one path.
+//!
+//! Below it: the contract the lake is read against, the inspection of what landed, and the two
+//! ways rows get into `raw/` (typed row buffers, declarative imports of other exports).
+
+pub mod contract;
+pub mod import;
+pub mod inspect;
+pub mod rowbuf;
 
 use std::sync::Arc;
 

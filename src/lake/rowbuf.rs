@@ -1,4 +1,5 @@
 //! Column buffers that turn generated or imported rows into Arrow batches typed by the contract.
+//! The demo generator and the importer write raw tables through these, so both land contract types.
 
 use std::sync::Arc;
 
@@ -12,8 +13,8 @@ use datafusion::parquet::arrow::ArrowWriter;
 use datafusion::parquet::basic::{Compression, ZstdLevel};
 use datafusion::parquet::file::properties::WriterProperties;
 
-use crate::contract::{ColumnType, Contract, Table};
 use crate::error::Result;
+use crate::lake::contract::{ColumnType, Contract, Table};
 
 /// One value of a row, in the order the buffer's columns were declared.
 #[derive(Debug, Clone)]
@@ -32,41 +33,49 @@ impl From<&str> for V {
         V::S(s.to_string())
     }
 }
+
 impl From<String> for V {
     fn from(s: String) -> V {
         V::S(s)
     }
 }
+
 impl From<&String> for V {
     fn from(s: &String) -> V {
         V::S(s.clone())
     }
 }
+
 impl From<i64> for V {
     fn from(v: i64) -> V {
         V::I(v)
     }
 }
+
 impl From<f64> for V {
     fn from(v: f64) -> V {
         V::F(v)
     }
 }
+
 impl From<bool> for V {
     fn from(v: bool) -> V {
         V::B(v)
     }
 }
+
 impl From<NaiveDate> for V {
     fn from(v: NaiveDate) -> V {
         V::D(v)
     }
 }
+
 impl From<NaiveDateTime> for V {
     fn from(v: NaiveDateTime) -> V {
         V::T(v)
     }
 }
+
 impl<T: Into<V>> From<Option<T>> for V {
     fn from(v: Option<T>) -> V {
         v.map(Into::into).unwrap_or(V::N)

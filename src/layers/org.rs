@@ -20,9 +20,9 @@ use datafusion::arrow::array::{ArrayRef, RecordBatch, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::datasource::MemTable;
 
-use crate::catalog::LakeSession;
-use crate::columns::strings;
 use crate::error::Result;
+use crate::layers::LakeSession;
+use crate::layers::columns::strings;
 
 pub const NO_REGION: &str = "(no region)";
 

@@ -19,10 +19,10 @@ use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTable
 use datafusion::parquet::arrow::ArrowWriter;
 use serde::Serialize;
 
-use crate::catalog::LakeSession;
-use crate::columns::strings;
 use crate::error::Result;
 use crate::lake::Lake;
+use crate::layers::LakeSession;
+use crate::layers::columns::strings;
 
 pub const DIR: &str = "log/decision_trace";
 

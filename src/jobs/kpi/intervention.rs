@@ -9,11 +9,12 @@ use chrono::{Days, NaiveDate};
 use datafusion::arrow::array::{ArrayRef, RecordBatch, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 
-use crate::catalog::LakeSession;
-use crate::columns::strings;
-use crate::decision_log::{Record, record_id};
 use crate::error::Result;
-use crate::kpi::{Catalog, Cell, Job, Kpi, Unit, fmt_value};
+use crate::jobs::kpi::catalog::{Card, Catalog, Job, Kpi};
+use crate::jobs::kpi::model::{Cell, Unit, fmt_value};
+use crate::layers::LakeSession;
+use crate::layers::columns::strings;
+use crate::outputs::decision_log::{Record, record_id};
 
 pub const LEADERSHIP: &str = "leadership";
 
@@ -90,6 +91,18 @@ fn evidence(kpi: &Kpi, c: &Cell) -> String {
     )
 }
 
+/// One primary KPI's review period, with what every intervention for it needs.
+struct Review<'a> {
+    kpi: &'a Kpi,
+    card: &'a Card,
+    catalog: &'a Catalog,
+    by_id: &'a HashMap<&'a str, &'a Unit>,
+    /// The company's head (owner of systemic programmes), if known.
+    company: Option<(Option<String>, String)>,
+    period: NaiveDate,
+    follow: NaiveDate,
+}
+
 /// Interventions for the review period of every primary KPI. Systemic misses are grouped into one
 /// intervention per parent unit, owned by leadership.
 pub async fn plan(
@@ -112,140 +125,162 @@ pub async fn plan(
                 "quarterly" => job.follow_up_days.quarterly,
                 _ => job.follow_up_days.monthly,
             });
+        let r = Review { kpi, card, catalog, by_id: &by_id, company: company.clone(), period, follow };
         let review: Vec<&Cell> =
             cells.iter().filter(|c| c.kpi_id == kpi.id && c.grain == kpi.grain && c.period_start == period).collect();
         let mut dq: Option<String> = None;
         let mut systemic: BTreeSet<(String, Option<String>)> = BTreeSet::new();
         for c in &review {
-            let fill = |owner: &str| card.action.replace("{unit}", &c.unit_name).replace("{owner}", owner);
-            let (owner_id, owner_name, action) = match c.status.as_str() {
-                "observe" => {
-                    let (id, name) =
-                        head(&by_id, Some(&c.unit_id)).or_else(|| company.clone()).unwrap_or((None, LEADERSHIP.into()));
-                    let action = format!(
-                        "Observe: {name} watches {} in {} next period; act if it misses again ({})",
-                        kpi.name, c.unit_name, c.reason
-                    );
-                    (id, name, action)
-                }
-                "coaching" => {
-                    let (id, name) = head(&by_id, c.parent_unit_id.as_deref())
-                        .or_else(|| company.clone())
-                        .unwrap_or((None, LEADERSHIP.into()));
-                    let action = format!("Coach: {}", fill(&name));
-                    (id, name, action)
-                }
-                "diagnose_first" => {
-                    if dq.is_none() {
-                        dq = Some(dq_context(session, kpi).await);
-                    }
-                    let name = "RevOps (data owner)".to_string();
-                    let action = format!(
-                        "Diagnose first: before treating {} in {} as an execution problem, RevOps checks the data ({}), owner and territory changes in {}, and the volume change; then hand it to {}",
-                        kpi.name,
-                        c.unit_name,
-                        dq.as_deref().unwrap_or(""),
-                        c.unit_name,
-                        head(&by_id, c.parent_unit_id.as_deref()).map(|h| h.1).unwrap_or_else(|| LEADERSHIP.into())
-                    );
-                    (None, name, action)
-                }
+            match c.status.as_str() {
                 "systemic" => {
                     systemic.insert((c.level.clone(), c.parent_unit_id.clone()));
                     continue;
                 }
-                _ => continue,
-            };
-            out.push(Intervention {
-                intervention_id: record_id(&[
-                    "kpi_intervention",
-                    &kpi.id,
-                    &c.grain,
-                    &c.unit_id,
-                    &c.period_start.to_string(),
-                    &c.status,
-                    &catalog.version,
-                ]),
-                kpi_id: kpi.id.clone(),
-                kpi_name: kpi.name.clone(),
-                grain: c.grain.clone(),
-                period_start: c.period_start,
-                level: c.level.clone(),
-                unit_id: c.unit_id.clone(),
-                unit_name: c.unit_name.clone(),
-                status: c.status.clone(),
-                action,
-                owner_id,
-                owner_name,
-                follow_up_date: follow,
-                evidence: evidence(kpi, c),
-                expected_outcome: format!(
-                    "{} back on target in {} by the {} after {}",
-                    kpi.name, c.unit_name, c.grain, c.period_start
-                ),
-            });
+                "diagnose_first" if dq.is_none() => dq = Some(dq_context(session, kpi).await),
+                _ => {}
+            }
+            if let Some(iv) = r.for_unit(c, dq.as_deref().unwrap_or("")) {
+                out.push(iv);
+            }
         }
         for (level, parent) in systemic {
-            let parent_name = parent
-                .as_deref()
-                .and_then(|p| by_id.get(p))
-                .map(|u| u.name.clone())
-                .unwrap_or_else(|| "the company".into());
-            let (owner_id, owner_name) = company.clone().unwrap_or((None, LEADERSHIP.into()));
-            // Every unit of the group that missed, whatever its own status (a diagnose-first
-            // unit still missed), so the sentence gives the whole pattern.
-            let missed: Vec<&Cell> =
-                review.iter().copied().filter(|c| c.miss && c.level == level && c.parent_unit_id == parent).collect();
-            let judged = review
-                .iter()
-                .filter(|c| {
-                    c.level == level
-                        && c.parent_unit_id == parent
-                        && c.value.is_some()
-                        && !matches!(c.status.as_str(), "not_enough_data" | "no_target" | "in_progress")
-                })
-                .count();
-            let names: Vec<&str> = missed.iter().map(|c| c.unit_name.as_str()).collect();
-            // The subject is the parent unit: whether the programme worked shows in its own cell.
-            let unit_id = parent.clone().unwrap_or_else(|| "company".into());
-            out.push(Intervention {
-                intervention_id: record_id(&[
-                    "kpi_intervention",
-                    &kpi.id,
-                    &kpi.grain,
-                    &unit_id,
-                    &level,
-                    &period.to_string(),
-                    "systemic",
-                    &catalog.version,
-                ]),
-                kpi_id: kpi.id.clone(),
-                kpi_name: kpi.name.clone(),
-                grain: kpi.grain.clone(),
-                period_start: period,
-                level: level.clone(),
-                unit_id,
-                unit_name: format!("{} of {judged} {level}s of {parent_name}", missed.len()),
-                status: "systemic".into(),
-                action: format!(
-                    "Systemic: {owner_name} treats {} as a programme, not individual coaching: {} ({} of {judged} {level}s missed: {})",
-                    kpi.name,
-                    card.action.replace("{unit}", &parent_name).replace("{owner}", &owner_name),
-                    missed.len(),
-                    names.join(", ")
-                ),
-                owner_id,
-                owner_name,
-                follow_up_date: follow,
-                evidence: missed.iter().map(|c| format!("{}: {}", c.unit_name, evidence(kpi, c))).collect::<Vec<_>>().join(" | "),
-                expected_outcome: format!(
-                    "{} back on target in most {level}s of {parent_name} by the {} after {period}",
-                    kpi.name, kpi.grain
-                ),
-            });
+            out.push(r.systemic(&review, &level, parent));
         }
     }
     out
+}
+
+impl Review<'_> {
+    /// The intervention for one unit's cell (observe, coaching, diagnose first), if any.
+    fn for_unit(&self, c: &Cell, dq: &str) -> Option<Intervention> {
+        let (kpi, by_id, company) = (self.kpi, self.by_id, &self.company);
+        let fill = |owner: &str| self.card.action.replace("{unit}", &c.unit_name).replace("{owner}", owner);
+        let (owner_id, owner_name, action) = match c.status.as_str() {
+            "observe" => {
+                let (id, name) =
+                    head(by_id, Some(&c.unit_id)).or_else(|| company.clone()).unwrap_or((None, LEADERSHIP.into()));
+                let action = format!(
+                    "Observe: {name} watches {} in {} next period; act if it misses again ({})",
+                    kpi.name, c.unit_name, c.reason
+                );
+                (id, name, action)
+            }
+            "coaching" => {
+                let (id, name) = head(by_id, c.parent_unit_id.as_deref())
+                    .or_else(|| company.clone())
+                    .unwrap_or((None, LEADERSHIP.into()));
+                let action = format!("Coach: {}", fill(&name));
+                (id, name, action)
+            }
+            "diagnose_first" => {
+                let name = "RevOps (data owner)".to_string();
+                let action = format!(
+                    "Diagnose first: before treating {} in {} as an execution problem, RevOps checks the data ({}), owner and territory changes in {}, and the volume change; then hand it to {}",
+                    kpi.name,
+                    c.unit_name,
+                    dq,
+                    c.unit_name,
+                    head(by_id, c.parent_unit_id.as_deref()).map(|h| h.1).unwrap_or_else(|| LEADERSHIP.into())
+                );
+                (None, name, action)
+            }
+            _ => return None,
+        };
+        Some(Intervention {
+            intervention_id: record_id(&[
+                "kpi_intervention",
+                &kpi.id,
+                &c.grain,
+                &c.unit_id,
+                &c.period_start.to_string(),
+                &c.status,
+                &self.catalog.version,
+            ]),
+            kpi_id: kpi.id.clone(),
+            kpi_name: kpi.name.clone(),
+            grain: c.grain.clone(),
+            period_start: c.period_start,
+            level: c.level.clone(),
+            unit_id: c.unit_id.clone(),
+            unit_name: c.unit_name.clone(),
+            status: c.status.clone(),
+            action,
+            owner_id,
+            owner_name,
+            follow_up_date: self.follow,
+            evidence: evidence(kpi, c),
+            expected_outcome: format!(
+                "{} back on target in {} by the {} after {}",
+                kpi.name, c.unit_name, c.grain, c.period_start
+            ),
+        })
+    }
+
+    /// One programme for every unit at `level` under `parent` that missed, owned by leadership.
+    fn systemic(&self, review: &[&Cell], level: &str, parent: Option<String>) -> Intervention {
+        let (kpi, period) = (self.kpi, self.period);
+        let parent_name = parent
+            .as_deref()
+            .and_then(|p| self.by_id.get(p))
+            .map(|u| u.name.clone())
+            .unwrap_or_else(|| "the company".into());
+        let (owner_id, owner_name) = self.company.clone().unwrap_or((None, LEADERSHIP.into()));
+        // Every unit of the group that missed, whatever its own status (a diagnose-first unit
+        // still missed), so the sentence gives the whole pattern.
+        let missed: Vec<&Cell> =
+            review.iter().copied().filter(|c| c.miss && c.level == level && c.parent_unit_id == parent).collect();
+        let judged = review
+            .iter()
+            .filter(|c| {
+                c.level == level
+                    && c.parent_unit_id == parent
+                    && c.value.is_some()
+                    && !matches!(c.status.as_str(), "not_enough_data" | "no_target" | "in_progress")
+            })
+            .count();
+        let names: Vec<&str> = missed.iter().map(|c| c.unit_name.as_str()).collect();
+        // The subject is the parent unit: whether the programme worked shows in its own cell.
+        let unit_id = parent.clone().unwrap_or_else(|| "company".into());
+        Intervention {
+            intervention_id: record_id(&[
+                "kpi_intervention",
+                &kpi.id,
+                &kpi.grain,
+                &unit_id,
+                level,
+                &period.to_string(),
+                "systemic",
+                &self.catalog.version,
+            ]),
+            kpi_id: kpi.id.clone(),
+            kpi_name: kpi.name.clone(),
+            grain: kpi.grain.clone(),
+            period_start: period,
+            level: level.to_string(),
+            unit_id,
+            unit_name: format!("{} of {judged} {level}s of {parent_name}", missed.len()),
+            status: "systemic".into(),
+            action: format!(
+                "Systemic: {owner_name} treats {} as a programme, not individual coaching: {} ({} of {judged} {level}s missed: {})",
+                kpi.name,
+                self.card.action.replace("{unit}", &parent_name).replace("{owner}", &owner_name),
+                missed.len(),
+                names.join(", ")
+            ),
+            owner_id,
+            owner_name,
+            follow_up_date: self.follow,
+            evidence: missed
+                .iter()
+                .map(|c| format!("{}: {}", c.unit_name, evidence(kpi, c)))
+                .collect::<Vec<_>>()
+                .join(" | "),
+            expected_outcome: format!(
+                "{} back on target in most {level}s of {parent_name} by the {} after {period}",
+                kpi.name, kpi.grain
+            ),
+        }
+    }
 }
 
 pub fn schema() -> SchemaRef {

@@ -2,282 +2,38 @@
 //! manager and seller level per week, month and quarter, then read with the severity rules of
 //! jobs/kpis.toml into a status per cell and an intervention per non-green primary cell.
 
+pub mod catalog;
+pub mod intervention;
+pub mod model;
+mod severity;
+
 use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
 use std::sync::Arc;
 
-use chrono::{Datelike, Days, Months, NaiveDate};
+use chrono::{Days, NaiveDate};
 use datafusion::arrow::array::{
     ArrayRef, BooleanArray, Date32Array, Float64Array, Int64Array, RecordBatch, StringArray,
 };
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::datasource::MemTable;
-use serde::Deserialize;
 
-use crate::catalog::LakeSession;
-use crate::columns::{dates, floats, strings};
+pub use catalog::{Catalog, Direction, Job, Kind, Kpi, STAGES, Severity, Target, grain, grain_name, load};
+pub use model::{Cell, Period, Segment, Unit, fmt_value, level_rank, period_of, periods};
+
 use crate::error::{Error, Result};
-use crate::funnel::{Calendar, Grain, wilson};
-use crate::org::{Membership, NO_REGION};
+use crate::jobs::calendar::{Calendar, Grain};
+use crate::layers::LakeSession;
+use crate::layers::columns::{dates, floats, strings};
+use crate::layers::org::{Membership, NO_REGION};
+use crate::outputs::{Manifest, RunWriter};
+use intervention::Intervention;
+use severity::{Series, series_cells, systemic};
 
-const BUILTIN_CATALOG: &str = include_str!("../data/kpi_catalog.toml");
-const BUILTIN_JOB: &str = include_str!("../jobs/kpis.toml");
 /// Deal snapshots per period of the grain being computed (they read `mart.period`).
 const SNAPSHOT_SQL: [(&str, &str); 2] = [
-    ("deal_at_period_start", include_str!("../sql/marts/deal_at_period_start.sql")),
-    ("deal_at_period_end", include_str!("../sql/marts/deal_at_period_end.sql")),
+    ("deal_at_period_start", repo_file!("sql/marts/deal_at_period_start.sql")),
+    ("deal_at_period_end", repo_file!("sql/marts/deal_at_period_end.sql")),
 ];
-pub const STAGES: [&str; 4] = ["Inputs", "Capability", "Execution", "Outcomes"];
-pub const LEVELS: [&str; 4] = ["company", "region", "manager", "seller"];
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Catalog {
-    pub version: String,
-    #[serde(rename = "kpi")]
-    pub kpis: Vec<Kpi>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Kind {
-    Ratio,
-    Total,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Direction {
-    Higher,
-    Lower,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
-#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
-pub enum Target {
-    Fixed { value: f64 },
-    Quota { value: f64 },
-    Historical { lookback: usize, tolerance: f64 },
-    Band { low: f64, high: f64 },
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Card {
-    pub question: String,
-    pub success: String,
-    pub inspection: Vec<String>,
-    pub action: String,
-    pub cadence: String,
-    pub owner_level: String,
-    pub measurability: String,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Kpi {
-    pub id: String,
-    pub name: String,
-    pub stage: String,
-    pub domain: String,
-    #[serde(default)]
-    pub primary: bool,
-    pub kind: Kind,
-    #[serde(default)]
-    pub rate: bool,
-    pub unit: String,
-    pub direction: Direction,
-    pub grain: String,
-    #[serde(default)]
-    pub min_n: i64,
-    pub needs: Vec<String>,
-    pub target: Target,
-    pub sql: String,
-    pub card: Option<Card>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Severity {
-    pub min_history: usize,
-    pub repeat_window: usize,
-    pub repeat_misses: usize,
-    pub systemic_min_units: usize,
-    pub systemic_share: f64,
-    pub sharp_drop: f64,
-    pub volume_change: f64,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FollowUp {
-    pub weekly: u64,
-    pub monthly: u64,
-    pub quarterly: u64,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Job {
-    pub catalog: String,
-    pub grains: Vec<String>,
-    pub severity: Severity,
-    pub follow_up_days: FollowUp,
-}
-
-/// Loads the job (jobs/kpis.toml) and its catalog; the built-in copies unless files are given.
-pub fn load(job_file: Option<&Path>, catalog_file: Option<&Path>) -> Result<(Job, Catalog)> {
-    let (job_name, job): (String, Job) = crate::error::read_declaration(job_file, "jobs/kpis.toml", BUILTIN_JOB)?;
-    for g in &job.grains {
-        grain(g).map_err(|message| Error::Config { file: job_name.clone(), message })?;
-    }
-    let (cat_name, catalog): (String, Catalog) =
-        crate::error::read_declaration(catalog_file, "data/kpi_catalog.toml", BUILTIN_CATALOG)?;
-    check_catalog(&catalog).map_err(|message| Error::Config { file: cat_name, message })?;
-    Ok((job, catalog))
-}
-
-pub fn grain(name: &str) -> std::result::Result<Grain, String> {
-    match name {
-        "week" => Ok(Grain::Week),
-        "month" => Ok(Grain::Month),
-        "quarter" => Ok(Grain::Quarter),
-        other => Err(format!("unknown grain '{other}': use week, month or quarter")),
-    }
-}
-
-pub fn grain_name(g: Grain) -> &'static str {
-    match g {
-        Grain::Week => "week",
-        Grain::Month => "month",
-        Grain::Quarter => "quarter",
-    }
-}
-
-/// The catalog's own rules: unique ids, known stages and grains, one primary per domain with a card.
-fn check_catalog(c: &Catalog) -> std::result::Result<(), String> {
-    let mut seen = std::collections::BTreeSet::new();
-    let mut primaries: BTreeMap<(&str, &str), Vec<&str>> = BTreeMap::new();
-    for k in &c.kpis {
-        if !seen.insert(k.id.as_str()) {
-            return Err(format!("KPI id '{}' is declared twice", k.id));
-        }
-        if !STAGES.contains(&k.stage.as_str()) {
-            return Err(format!("KPI '{}': stage '{}' is not one of {}", k.id, k.stage, STAGES.join(", ")));
-        }
-        grain(&k.grain).map_err(|e| format!("KPI '{}': {e}", k.id))?;
-        if k.rate && k.kind != Kind::Ratio {
-            return Err(format!("KPI '{}': rate = true needs kind = \"ratio\"", k.id));
-        }
-        let entry = primaries.entry((k.stage.as_str(), k.domain.as_str())).or_default();
-        if k.primary {
-            entry.push(&k.id);
-            if k.card.is_none() {
-                return Err(format!("KPI '{}' is primary and needs a [kpi.card] (the management card)", k.id));
-            }
-        }
-    }
-    for ((stage, domain), p) in &primaries {
-        if p.len() != 1 {
-            return Err(format!(
-                "domain '{domain}' ({stage}) has {} primary KPIs ({}); declare exactly one with primary = true",
-                p.len(),
-                p.join(", ")
-            ));
-        }
-    }
-    Ok(())
-}
-
-/// A period of a calendar: [start, end] inclusive.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Period {
-    pub start: NaiveDate,
-    pub end: NaiveDate,
-}
-
-/// The period holding `d` (the same arithmetic as `Calendar::period_start` in SQL).
-pub fn period_of(cal: &Calendar, d: NaiveDate) -> Period {
-    match cal.grain {
-        Grain::Week => {
-            let back = if cal.week_starts_sunday {
-                d.weekday().num_days_from_sunday()
-            } else {
-                d.weekday().num_days_from_monday()
-            };
-            let start = d - Days::new(back.into());
-            Period { start, end: start + Days::new(6) }
-        }
-        Grain::Month => {
-            let start = d.with_day(1).expect("day 1");
-            Period { start, end: start + Months::new(1) - Days::new(1) }
-        }
-        Grain::Quarter => {
-            let shift = (cal.fiscal_year_start_month.clamp(1, 12) - 1) % 3;
-            let m0 = d.month0() as i32;
-            let offset = (m0 - shift as i32).rem_euclid(3) as u32;
-            let start = d.with_day(1).expect("day 1") - Months::new(offset);
-            Period { start, end: start + Months::new(3) - Days::new(1) }
-        }
-    }
-}
-
-/// Periods from the one holding `first` to the one holding `last`.
-pub fn periods(cal: &Calendar, first: NaiveDate, last: NaiveDate) -> Vec<Period> {
-    let mut out = Vec::new();
-    let mut p = period_of(cal, first);
-    while p.start <= last {
-        out.push(p);
-        p = period_of(cal, p.end + Days::new(1));
-    }
-    out
-}
-
-/// One unit's sums per period start: (numerator, denominator, n).
-type Series = BTreeMap<NaiveDate, (f64, f64, i64)>;
-
-/// Units compared for systemic misses: same KPI, grain, period, level and parent.
-type PeerGroup = (String, String, NaiveDate, String, Option<String>);
-
-/// A unit of the organisation as the KPI job reads it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Unit {
-    pub level: String,
-    pub id: String,
-    pub name: String,
-    pub parent: Option<String>,
-    pub head_id: Option<String>,
-    pub head_name: Option<String>,
-}
-
-/// One KPI value: a unit in a period, with its target and status.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Cell {
-    pub kpi_id: String,
-    pub grain: String,
-    pub period_start: NaiveDate,
-    pub period_end: NaiveDate,
-    pub complete: bool,
-    pub level: String,
-    pub unit_id: String,
-    pub unit_name: String,
-    pub parent_unit_id: Option<String>,
-    pub numerator: f64,
-    pub denominator: f64,
-    pub n: i64,
-    pub value: Option<f64>,
-    pub ci_low: Option<f64>,
-    pub ci_high: Option<f64>,
-    pub target: Option<f64>,
-    pub target_high: Option<f64>,
-    pub target_source: String,
-    pub hist_min: Option<f64>,
-    pub hist_max: Option<f64>,
-    pub previous: Option<f64>,
-    pub miss: bool,
-    pub status: String,
-    pub reason: String,
-}
 
 pub struct Computed {
     /// The organisation the KPIs were rolled up over (published as kpi_units).
@@ -372,7 +128,7 @@ pub async fn compute(
     let as_of = session.as_of.0.ok_or_else(|| {
         Error::Other("the KPI job needs an explicit as-of date (never 'now'): pass --as-of YYYY-MM-DD".into())
     })?;
-    let members = crate::org::memberships(session).await?;
+    let members = crate::layers::org::memberships(session).await?;
     let mut units = units_of(&members);
     // Every KPI reads the same few marts: compute each once for this run, not once per KPI.
     for name in ["deal", "stage_exit", "activity", "quota_day"] {
@@ -470,10 +226,6 @@ pub async fn compute(
     Ok(Computed { members, timings_ms, cells, units, skipped })
 }
 
-pub fn level_rank(level: &str) -> usize {
-    LEVELS.iter().position(|l| *l == level).unwrap_or(LEVELS.len())
-}
-
 fn not_instrumented(kpi: &Kpi, g: &str, p: Period, missing: &[String]) -> Cell {
     Cell {
         kpi_id: kpi.id.clone(),
@@ -500,226 +252,6 @@ fn not_instrumented(kpi: &Kpi, g: &str, p: Period, missing: &[String]) -> Cell {
         miss: false,
         status: "not_instrumented".into(),
         reason: format!("not instrumented: needs {} (not landed)", missing.join(", ")),
-    }
-}
-
-/// Whether `v` is worse than `target` for this KPI.
-fn misses(kpi: &Kpi, v: f64, target: f64, target_high: Option<f64>) -> bool {
-    match (kpi.target, kpi.direction) {
-        (Target::Band { .. }, _) => v < target || target_high.is_some_and(|h| v > h),
-        (_, Direction::Higher) => v < target,
-        (_, Direction::Lower) => v > target,
-    }
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    let m = v.len() / 2;
-    if v.len() % 2 == 1 { v[m] } else { (v[m - 1] + v[m]) / 2.0 }
-}
-
-/// The cells of one unit's series, densified: a period with no rows is a real zero for totals and
-/// "no value" for ratios, from the unit's first period with data to the as-of period.
-fn series_cells(
-    kpi: &Kpi,
-    g: &str,
-    list: &[Period],
-    as_of: NaiveDate,
-    unit: &Unit,
-    series: &Series,
-    sev: &Severity,
-) -> Vec<Cell> {
-    let Some(first) = series.keys().next().copied() else { return Vec::new() };
-    let mut out: Vec<Cell> = Vec::new();
-    for p in list.iter().filter(|p| p.start >= first) {
-        let (num, den, n) = series.get(&p.start).copied().unwrap_or((0.0, 0.0, 0));
-        let value = match kpi.kind {
-            Kind::Total => Some(num),
-            Kind::Ratio => (den != 0.0).then(|| num / den),
-        };
-        let (ci_low, ci_high) = if kpi.rate {
-            wilson(num.round() as i64, den.round() as i64).map_or((None, None), |(l, h)| (Some(l), Some(h)))
-        } else {
-            (None, None)
-        };
-        let complete = p.end <= as_of;
-        let enough = |c: &Cell| c.value.is_some() && (kpi.kind == Kind::Total || c.n >= kpi.min_n.max(1));
-        // History: this unit's earlier complete periods with enough data.
-        let history: Vec<f64> = match kpi.target {
-            Target::Historical { lookback, .. } => {
-                out.iter().rev().filter(|c| c.complete && enough(c)).take(lookback).filter_map(|c| c.value).collect()
-            }
-            _ => out.iter().rev().filter(|c| c.complete && enough(c)).take(4).filter_map(|c| c.value).collect(),
-        };
-        let (target, target_high, source) = match kpi.target {
-            Target::Fixed { value } => (Some(value), None, "fixed".to_string()),
-            Target::Quota { value } => (Some(value), None, "quota".to_string()),
-            Target::Band { low, high } => (Some(low), Some(high), "band".to_string()),
-            Target::Historical { tolerance, lookback } => {
-                if history.len() >= sev.min_history {
-                    let m = median(history.clone());
-                    let t = match kpi.direction {
-                        Direction::Higher => m - tolerance * m.abs(),
-                        Direction::Lower => m + tolerance * m.abs(),
-                    };
-                    let side = if kpi.direction == Direction::Higher { "below" } else { "above" };
-                    let source = format!(
-                        "historical: {:.0}% {side} its own median {} of the last {} periods",
-                        tolerance * 100.0,
-                        fmt_value(&kpi.unit, m),
-                        history.len().min(lookback)
-                    );
-                    (Some(t), None, source)
-                } else {
-                    (None, None, "historical".to_string())
-                }
-            }
-        };
-        let hist_min = history.iter().copied().reduce(f64::min);
-        let hist_max = history.iter().copied().reduce(f64::max);
-        let prev = out.last().filter(|c| enough(c)).cloned();
-        let mut cell = Cell {
-            kpi_id: kpi.id.clone(),
-            grain: g.to_string(),
-            period_start: p.start,
-            period_end: p.end,
-            complete,
-            level: unit.level.clone(),
-            unit_id: unit.id.clone(),
-            unit_name: unit.name.clone(),
-            parent_unit_id: unit.parent.clone(),
-            numerator: num,
-            denominator: den,
-            n,
-            value,
-            ci_low,
-            ci_high,
-            target,
-            target_high,
-            target_source: source,
-            hist_min,
-            hist_max,
-            previous: prev.as_ref().and_then(|c| c.value),
-            miss: false,
-            status: String::new(),
-            reason: String::new(),
-        };
-        let (status, reason) = if !complete {
-            ("in_progress", format!("period not over on {as_of}: read as-to-date, not judged"))
-        } else if !enough(&cell) {
-            ("not_enough_data", format!("n={n} below the KPI's min_n={}", kpi.min_n))
-        } else if let (Some(v), Some(t)) = (value, target) {
-            cell.miss = misses(kpi, v, t, target_high);
-            if !cell.miss { ("on_track", String::new()) } else { classify(kpi, &cell, prev.as_ref(), &out, sev) }
-        } else {
-            ("no_target", format!("fewer than {} earlier periods to set a historical target", sev.min_history))
-        };
-        cell.status = status.to_string();
-        cell.reason = reason;
-        out.push(cell);
-    }
-    out
-}
-
-/// A miss becomes diagnose_first, coaching or observe (systemic is decided across units later).
-fn classify(kpi: &Kpi, cell: &Cell, prev: Option<&Cell>, earlier: &[Cell], sev: &Severity) -> (&'static str, String) {
-    let v = cell.value.expect("a miss has a value");
-    if let Some(p) = prev.filter(|p| p.complete)
-        && let Some(pv) = p.value
-    {
-        let worse = match kpi.direction {
-            Direction::Higher => (pv - v) / pv.abs().max(f64::EPSILON),
-            Direction::Lower => (v - pv) / pv.abs().max(f64::EPSILON),
-        };
-        let outside = match kpi.direction {
-            Direction::Higher => cell.hist_min.is_none_or(|m| v < m),
-            Direction::Lower => cell.hist_max.is_none_or(|m| v > m),
-        };
-        let volume = if p.n > 0 && cell.n > 0 {
-            let r = cell.n as f64 / p.n as f64;
-            r > sev.volume_change || r < 1.0 / sev.volume_change
-        } else {
-            false
-        };
-        // For a rate of counts, a "sharp" change must also be more than noise: a two-proportion
-        // test against the previous period at 5% (0 of 90 -> 1 of 92 is not a sudden drop).
-        let beyond_noise = !kpi.rate
-            || crate::funnel::two_proportion(
-                cell.numerator.round() as i64,
-                cell.denominator.round() as i64,
-                p.numerator.round() as i64,
-                p.denominator.round() as i64,
-            )
-            .is_some_and(|(_, pvalue)| pvalue < 0.05);
-        if (worse >= sev.sharp_drop && outside && beyond_noise) || volume {
-            return (
-                "diagnose_first",
-                format!(
-                    "sudden change: {} from {} last period ({:+.0}%), n {} -> {}{}; check data quality, owner and territory changes and volume before calling it execution",
-                    fmt_value(&kpi.unit, v),
-                    fmt_value(&kpi.unit, pv),
-                    -worse * 100.0,
-                    p.n,
-                    cell.n,
-                    if volume { " (volume anomaly)" } else { "" }
-                ),
-            );
-        }
-    }
-    let window: Vec<&Cell> =
-        earlier.iter().rev().filter(|c| c.complete).take(sev.repeat_window.saturating_sub(1)).collect();
-    let repeated = 1 + window.iter().filter(|c| c.miss).count();
-    if repeated >= sev.repeat_misses {
-        return ("coaching", format!("missed {repeated} of the last {} periods", window.len() + 1));
-    }
-    let within = cell.hist_min.zip(cell.hist_max).is_some_and(|(lo, hi)| v >= lo && v <= hi);
-    ("observe", if within { "single miss within its historical range".to_string() } else { "single miss".to_string() })
-}
-
-/// The same miss across several units under one parent is systemic (owner: leadership).
-fn systemic(cells: &mut [Cell], sev: &Severity) {
-    let mut groups: HashMap<PeerGroup, (usize, usize)> = HashMap::new();
-    for c in cells.iter().filter(|c| c.complete && c.level != "company") {
-        let judged = c.value.is_some() && !matches!(c.status.as_str(), "not_enough_data" | "no_target" | "in_progress");
-        if !judged {
-            continue;
-        }
-        let e = groups
-            .entry((c.kpi_id.clone(), c.grain.clone(), c.period_start, c.level.clone(), c.parent_unit_id.clone()))
-            .or_default();
-        e.0 += 1;
-        if c.miss {
-            e.1 += 1;
-        }
-    }
-    for c in cells.iter_mut().filter(|c| c.miss && matches!(c.status.as_str(), "observe" | "coaching")) {
-        let key = (c.kpi_id.clone(), c.grain.clone(), c.period_start, c.level.clone(), c.parent_unit_id.clone());
-        if let Some((judged, missed)) = groups.get(&key)
-            && *missed >= sev.systemic_min_units
-            && (*missed as f64) >= sev.systemic_share * (*judged as f64)
-        {
-            c.status = "systemic".into();
-            c.reason = format!("{missed} of {judged} {}s under the same parent missed this period", c.level);
-        }
-    }
-}
-
-pub fn fmt_value(unit: &str, v: f64) -> String {
-    match unit {
-        "percent" => format!("{:.1}%", v * 100.0),
-        "currency" => {
-            if v.abs() >= 1e6 {
-                format!("{:.2}M", v / 1e6)
-            } else if v.abs() >= 1e3 {
-                format!("{:.1}k", v / 1e3)
-            } else {
-                format!("{v:.0}")
-            }
-        }
-        "multiple" => format!("{v:.2}x"),
-        "days" => format!("{v:.1} d"),
-        "count" => format!("{v:.0}"),
-        _ => format!("{v:.2}"),
     }
 }
 
@@ -812,17 +344,6 @@ pub fn cell_batch(cells: &[Cell], catalog: &Catalog) -> Result<RecordBatch> {
     )?)
 }
 
-/// Closed deals of a unit's subtree in the last complete quarter, by account segment.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Segment {
-    pub unit_id: String,
-    pub dimension: String,
-    pub segment: String,
-    pub won: i64,
-    pub closed: i64,
-    pub bookings: f64,
-}
-
 /// Segments (size band, industry) per company, region and manager unit for the last complete
 /// calendar-or-fiscal quarter before the as-of date: the regional leader's territory view.
 pub async fn segments(session: &LakeSession, quarter: Period) -> Result<Vec<Segment>> {
@@ -893,112 +414,40 @@ pub fn segment_batch(rows: &[Segment], quarter: Period) -> Result<RecordBatch> {
 /// What one KPI run produced.
 pub struct RunResult {
     pub computed: Computed,
-    pub interventions: Vec<crate::intervention::Intervention>,
+    pub interventions: Vec<Intervention>,
     pub text: String,
-    pub manifest: crate::publish::Manifest,
+    pub manifest: Manifest,
     pub reports: Vec<String>,
     pub logged: usize,
 }
 
-/// The funnel charts and bottleneck sentences of the latest funnel run for this as-of date.
-pub async fn funnel_artifacts(session: &LakeSession) -> Result<(Vec<(String, String)>, Vec<String>)> {
-    let runs = crate::publish::committed_runs(&session.lake).await?;
-    let Some(run) = runs.iter().rev().find(|m| m.job == "funnel" && m.as_of == session.as_of.label()) else {
-        return Ok((Vec::new(), Vec::new()));
-    };
-    let (mut charts, mut bottlenecks) = (Vec::new(), Vec::new());
-    for a in &run.artifacts {
-        let bytes = session.lake.get(&a.path).await?;
-        let text = String::from_utf8_lossy(&bytes).to_string();
-        if a.path.ends_with(".svg") {
-            charts.push((a.path.clone(), text));
-        } else if a.path.ends_with("funnel_bottlenecks.md") {
-            bottlenecks.extend(text.lines().filter_map(|l| l.strip_prefix("- ")).map(str::to_string));
-        }
-    }
-    Ok((charts, bottlenecks))
+/// A KPI run whose tables are written but not yet committed: the report is added to it by the
+/// layer above (`report::publish`), then `finish` commits it and appends to the log.
+pub struct Prepared {
+    pub run: RunWriter,
+    pub as_of: NaiveDate,
+    pub computed: Computed,
+    pub interventions: Vec<Intervention>,
+    pub segments: Vec<Segment>,
+    /// The quarter the segments cover (the last complete one before the as-of date).
+    pub segment_quarter: Period,
+    started: std::time::Instant,
 }
 
-/// One deal of the latest deal-risk run, for the leadership report.
-#[derive(Debug, Clone, PartialEq)]
-pub struct RiskLine {
-    pub deal: String,
-    pub account: String,
-    pub owner_id: String,
-    pub owner: String,
-    pub stage: String,
-    pub amount: Option<f64>,
-    pub score: Option<i64>,
-    pub flags: String,
-    pub action: String,
-}
-
-/// The deals of the latest deal-risk run for this as-of date (none when it has not run).
-pub async fn risk_lines(session: &LakeSession) -> Result<Vec<RiskLine>> {
-    let runs = crate::publish::committed_runs(&session.lake).await?;
-    let Some(file) = runs
-        .iter()
-        .rev()
-        .filter(|m| m.job == "deal_risk" && m.as_of == session.as_of.label())
-        .find_map(|m| m.tables.iter().find(|t| t.name == "deal_risk").and_then(|t| t.files.first()))
-    else {
-        return Ok(Vec::new());
-    };
-    let url = session.lake.listing_url(&file.path)?;
-    let df = session
-        .ctx
-        .read_parquet(url.as_str(), datafusion::prelude::ParquetReadOptions::default())
-        .await?
-        .select_columns(&[
-            "deal_name",
-            "account_name",
-            "owner_id",
-            "owner_name",
-            "stage_name",
-            "amount",
-            "risk_score",
-            "flags",
-            "action",
-        ])?;
-    let mut out = Vec::new();
-    for b in df.collect().await? {
-        let c: Vec<Vec<Option<String>>> = (0..9).map(|i| strings(b.column(i))).collect::<Result<_>>()?;
-        let amount = floats(b.column(5))?;
-        let score = floats(b.column(6))?;
-        for r in 0..b.num_rows() {
-            let g = |k: usize| c[k][r].clone().unwrap_or_default();
-            out.push(RiskLine {
-                deal: g(0),
-                account: g(1),
-                owner_id: g(2),
-                owner: g(3),
-                stage: g(4),
-                amount: amount[r],
-                score: score[r].map(|s| s as i64),
-                flags: g(7),
-                action: g(8),
-            });
-        }
-    }
-    out.sort_by(|a, b| (std::cmp::Reverse(a.score), &a.deal).cmp(&(std::cmp::Reverse(b.score), &b.deal)));
-    Ok(out)
-}
-
-/// Runs the KPI job as of the session's date: computes every KPI, plans interventions, publishes
-/// kpi_values, kpi_interventions and kpi_units with the reports, then appends the interventions
-/// and the outcomes of earlier ones to the decision-trace log.
-pub async fn run(
+/// Computes every KPI as of the session's date, plans interventions and writes kpi_values,
+/// kpi_interventions, kpi_units and kpi_segments into a run that is not yet visible.
+pub async fn prepare(
     session: &LakeSession,
     job: &Job,
     catalog: &Catalog,
     fiscal_year_start_month: u32,
     week_starts_sunday: bool,
-) -> Result<RunResult> {
+) -> Result<Prepared> {
     let started = std::time::Instant::now();
     let as_of = session.as_of.0.ok_or_else(|| Error::Other("the KPI job needs --as-of YYYY-MM-DD".into()))?;
     let computed = compute(session, job, catalog, fiscal_year_start_month, week_starts_sunday).await?;
-    let interventions = crate::intervention::plan(session, job, catalog, &computed.cells, &computed.units, as_of).await;
-    let mut run = crate::publish::RunWriter::begin(&session.lake, "kpis", session.as_of);
+    let interventions = intervention::plan(session, job, catalog, &computed.cells, &computed.units, as_of).await;
+    let mut run = RunWriter::begin(&session.lake, "kpis", session.as_of);
     run.record_inputs(session);
     run.set_playbook_version(format!("kpi_catalog {}", catalog.version));
     run.timing("compute", started.elapsed().as_millis() as u64);
@@ -1009,52 +458,35 @@ pub async fn run(
         run.note(format!("KPI {id} not instrumented: needs {} (not landed)", tables.join(", ")));
     }
     run.write_table("kpi_values", cell_schema(), &[cell_batch(&computed.cells, catalog)?]).await?;
-    run.write_table("kpi_interventions", crate::intervention::schema(), &[crate::intervention::batch(&interventions)?])
+    run.write_table("kpi_interventions", intervention::schema(), &[intervention::batch(&interventions)?]).await?;
+    run.write_table("kpi_units", crate::layers::org::schema(), &[crate::layers::org::batch(&computed.members)?])
         .await?;
-    run.write_table("kpi_units", crate::org::schema(), &[crate::org::batch(&computed.members)?]).await?;
     let cal = Calendar { grain: Grain::Quarter, fiscal_year_start_month, week_starts_sunday };
     let current = period_of(&cal, as_of);
     let quarter = if current.end <= as_of { current } else { period_of(&cal, current.start - Days::new(1)) };
     let segments = segments(session, quarter).await?;
     run.write_table("kpi_segments", segment_schema(), &[segment_batch(&segments, quarter)?]).await?;
-    let (funnels, bottlenecks) = funnel_artifacts(session).await?;
-    let risk = risk_lines(session).await?;
-    let input = crate::report::Input {
-        as_of,
-        run_id: run.run_id(),
-        catalog,
-        cells: &computed.cells,
-        units: &computed.units,
-        interventions: &interventions,
-        funnels: &funnels,
-        bottlenecks: &bottlenecks,
-        skipped: &computed.skipped,
-        segments: &segments,
-        segment_quarter: quarter.start,
-        risk: &risk,
-    };
-    let views = crate::report::views(&computed.units, &computed.cells);
-    let pages: Vec<(String, String)> = views
-        .iter()
-        .map(|v| {
-            let name = if v.key == "vp" { "report.html".to_string() } else { format!("report_{}.html", v.key) };
-            (name, crate::report::html(&input, v))
-        })
-        .collect();
-    let md = crate::report::markdown(&input);
-    let mut reports = Vec::new();
-    for (name, page) in pages {
-        reports.push(run.write_artifact(&name, page.into_bytes()).await?);
-    }
-    reports.push(run.write_artifact("report.md", md.clone().into_bytes()).await?);
+    Ok(Prepared { run, as_of, computed, interventions, segments, segment_quarter: quarter, started })
+}
+
+/// Commits a prepared run (with the report files `reports` and the Markdown summary `md` already
+/// written into it), then appends the interventions and the outcomes of earlier ones to the log.
+pub async fn finish(
+    session: &LakeSession,
+    prepared: Prepared,
+    catalog: &Catalog,
+    reports: Vec<String>,
+    md: String,
+) -> Result<RunResult> {
+    let Prepared { mut run, as_of, computed, interventions, started, .. } = prepared;
     run.timing("total_before_commit", started.elapsed().as_millis() as u64);
     let manifest = run.commit().await?;
     // The log is appended after the run is visible: a failed run recommends nothing, and a log
     // append that fails is redone by the next run (ids are stable, so nothing doubles).
     let recorded_at = manifest.committed_at.clone();
-    let mut records = crate::intervention::records(&interventions, catalog, as_of, &recorded_at);
-    records.extend(crate::intervention::outcomes(session, &computed.cells, as_of, &recorded_at).await?);
-    let logged = crate::decision_log::append(session, records).await?;
+    let mut records = intervention::records(&interventions, catalog, as_of, &recorded_at);
+    records.extend(intervention::outcomes(session, &computed.cells, as_of, &recorded_at).await?);
+    let logged = crate::outputs::decision_log::append(session, records).await?;
     let mut text = md;
     text.push_str(&format!(
         "\n{} KPI values, {} interventions ({} new records in log/decision_trace)\nreport: {}\n",
@@ -1068,6 +500,7 @@ pub async fn run(
 
 #[cfg(test)]
 mod tests {
+    use super::catalog::check_catalog;
     use super::*;
 
     #[test]

@@ -3,10 +3,10 @@
 
 use chrono::NaiveDate;
 
-use crate::catalog::LakeSession;
-use crate::columns::{string_rows, strings};
-use crate::decision_log::{Record, record_id};
 use crate::error::{Error, Result};
+use crate::layers::LakeSession;
+use crate::layers::columns::{string_rows, strings};
+use crate::outputs::decision_log::{Record, record_id};
 
 /// The latest flag record of a deal on or before a date, if any.
 async fn latest_flag(session: &LakeSession, deal: &str, on: NaiveDate) -> Result<Option<(String, String)>> {
@@ -63,7 +63,7 @@ pub async fn record(
         refers_to: flag.map(|f| f.0),
         ..Record::default()
     };
-    crate::decision_log::append(session, vec![rec]).await
+    crate::outputs::decision_log::append(session, vec![rec]).await
 }
 
 /// Imports tasks logged on flagged deals after the flag (up to the as-of date) as actions taken.
@@ -100,5 +100,5 @@ pub async fn import_tasks(session: &LakeSession, as_of: NaiveDate) -> Result<usi
             });
         }
     }
-    crate::decision_log::append(session, records).await
+    crate::outputs::decision_log::append(session, records).await
 }

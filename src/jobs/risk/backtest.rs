@@ -7,12 +7,12 @@ use std::collections::{BTreeMap, HashMap};
 
 use chrono::{Days, NaiveDate};
 
-use crate::catalog::{AsOf, LakeSession};
-use crate::columns::string_rows;
 use crate::error::{Error, Result};
-use crate::funnel::{two_proportion, wilson};
+use crate::jobs::risk::Playbook;
 use crate::lake::Lake;
-use crate::risk::Playbook;
+use crate::layers::AsOf;
+use crate::layers::columns::string_rows;
+use crate::stats::{auc, two_proportion, wilson};
 
 pub struct Report {
     pub text: String,
@@ -24,30 +24,6 @@ pub struct Report {
     pub unflagged: (usize, usize),
 }
 
-/// Area under the ROC curve: the probability a random bad deal-week outscores a random good one
-/// (ties count half), by the rank-sum formula.
-pub fn auc(scores: &[(f64, bool)]) -> Option<f64> {
-    let pos = scores.iter().filter(|s| s.1).count();
-    let neg = scores.len() - pos;
-    if pos == 0 || neg == 0 {
-        return None;
-    }
-    let mut sorted: Vec<(f64, bool)> = scores.to_vec();
-    sorted.sort_by(|a, b| a.0.total_cmp(&b.0));
-    let mut rank_sum = 0.0;
-    let mut i = 0;
-    while i < sorted.len() {
-        let mut j = i;
-        while j < sorted.len() && sorted[j].0 == sorted[i].0 {
-            j += 1;
-        }
-        let avg_rank = (i + 1 + j) as f64 / 2.0; // ranks i+1..=j
-        rank_sum += avg_rank * sorted[i..j].iter().filter(|s| s.1).count() as f64;
-        i = j;
-    }
-    Some((rank_sum - (pos * (pos + 1)) as f64 / 2.0) / (pos * neg) as f64)
-}
-
 /// One scored deal-week: (score, bad by the horizon, active flags).
 type Scored = (f64, bool, Vec<String>);
 
@@ -55,7 +31,7 @@ type Scored = (f64, bool, Vec<String>);
 type History = HashMap<String, Vec<(String, String, Option<String>)>>;
 
 async fn full_history(lake: &Lake) -> Result<(History, HashMap<String, (bool, bool)>)> {
-    let session = LakeSession::open(lake, AsOf(None)).await?;
+    let session = crate::outputs::open_session(lake, AsOf(None)).await?;
     let mut history: History = HashMap::new();
     let b = session
         .ctx
@@ -117,8 +93,8 @@ pub async fn run(
     let mut d = from;
     let bar = crate::progress::bar(((to - from).num_days() as u64) / every_days + 1, "backtest", "as-of dates");
     while d <= to {
-        let session = LakeSession::open(lake, AsOf(Some(d))).await?;
-        let risk = crate::risk::compute(&session, pb).await?;
+        let session = crate::outputs::open_session(lake, AsOf(Some(d))).await?;
+        let risk = crate::jobs::risk::compute(&session, pb).await?;
         let horizon = d + Days::new(horizon_days);
         for r in risk.iter().filter(|r| r.score.is_some()) {
             let Some(h) = history.get(&r.deal.id) else { continue };
@@ -201,18 +177,4 @@ pub async fn run(
         text.push_str(&format!("  {:<28} {}{note}\n", f.id, pct(k, m)));
     }
     Ok(Report { text, deal_weeks: n, auc, precision_top10: Some(precision), base_rate, flagged, unflagged })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::auc;
-
-    #[test]
-    fn auc_by_hand() {
-        // Bad scores 3 and 2, good scores 1 and 2: pairs (3>1, 3>2, 2>1, 2=2 half) = 3.5 of 4.
-        let s = [(3.0, true), (2.0, true), (1.0, false), (2.0, false)];
-        assert!((auc(&s).unwrap() - 0.875).abs() < 1e-12);
-        assert_eq!(auc(&[(1.0, true)]), None);
-        assert!((auc(&[(1.0, true), (2.0, false)]).unwrap() - 0.0).abs() < 1e-12);
-    }
 }

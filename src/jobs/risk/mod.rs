@@ -2,6 +2,9 @@
 //! of the run date, a 0-100 risk score with a confidence, one specific next move, and the
 //! decision-trace records the learning loop trains on.
 
+pub mod action;
+pub mod backtest;
+
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::Arc;
@@ -11,20 +14,20 @@ use datafusion::arrow::array::{ArrayRef, Float64Array, Int64Array, RecordBatch, 
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use serde::Deserialize;
 
-use crate::catalog::LakeSession;
-use crate::columns::{floats, strings};
-use crate::decision_log::{Record, record_id};
 use crate::error::{Error, Result};
+use crate::layers::LakeSession;
+use crate::layers::columns::{floats, strings};
+use crate::outputs::decision_log::{Record, record_id};
 
-const BUILTIN_PLAYBOOK: &str = include_str!("../data/playbook.toml");
+const BUILTIN_PLAYBOOK: &str = repo_file!("data/playbook.toml");
 pub const FLAG_SQL: [(&str, &str); 7] = [
-    ("too_long_in_stage", include_str!("../sql/risk/too_long_in_stage.sql")),
-    ("no_stakeholder_response", include_str!("../sql/risk/no_stakeholder_response.sql")),
-    ("champion_going_dark", include_str!("../sql/risk/champion_going_dark.sql")),
-    ("competition_emerging", include_str!("../sql/risk/competition_emerging.sql")),
-    ("commercial_pressure", include_str!("../sql/risk/commercial_pressure.sql")),
-    ("technical_incompatibility", include_str!("../sql/risk/technical_incompatibility.sql")),
-    ("weak_discovery", include_str!("../sql/risk/weak_discovery.sql")),
+    ("too_long_in_stage", repo_file!("sql/risk/too_long_in_stage.sql")),
+    ("no_stakeholder_response", repo_file!("sql/risk/no_stakeholder_response.sql")),
+    ("champion_going_dark", repo_file!("sql/risk/champion_going_dark.sql")),
+    ("competition_emerging", repo_file!("sql/risk/competition_emerging.sql")),
+    ("commercial_pressure", repo_file!("sql/risk/commercial_pressure.sql")),
+    ("technical_incompatibility", repo_file!("sql/risk/technical_incompatibility.sql")),
+    ("weak_discovery", repo_file!("sql/risk/weak_discovery.sql")),
 ];
 
 #[derive(Debug, Clone, Deserialize)]
@@ -37,6 +40,9 @@ pub struct Playbook {
     pub flags: Vec<FlagDef>,
     #[serde(rename = "action")]
     pub actions: Vec<ActionDef>,
+    /// The file it was read from (or the built-in's repository path), for error messages.
+    #[serde(skip)]
+    pub source: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -72,7 +78,9 @@ pub struct ActionDef {
 /// Loads the playbook (the built-in data/playbook.toml unless a file is given) and checks that
 /// every flag has its SQL and every action names known flags.
 pub fn load(file: Option<&Path>) -> Result<Playbook> {
-    let (name, pb): (String, Playbook) = crate::error::read_declaration(file, "data/playbook.toml", BUILTIN_PLAYBOOK)?;
+    let (name, mut pb): (String, Playbook) =
+        crate::error::read_declaration(file, "data/playbook.toml", BUILTIN_PLAYBOOK)?;
+    pb.source = name.clone();
     for f in &pb.flags {
         if !FLAG_SQL.iter().any(|(id, _)| *id == f.id) {
             return Err(Error::Config {
@@ -91,19 +99,31 @@ pub fn load(file: Option<&Path>) -> Result<Playbook> {
             return Err(Error::Config { file: name, message: format!("action '{}' names unknown flag '{bad}'", a.id) });
         }
     }
+    // Every parameter a flag's SQL names must be declared, and be a plain value: found here, at
+    // load, with the file's name, rather than when the weekly run reaches that flag.
+    for f in &pb.flags {
+        fill_params(f, &name, template(f).to_string())?;
+    }
     Ok(pb)
 }
 
 /// The flag's SQL with its playbook parameters filled in; a parameter the SQL names but the
 /// playbook lacks is an error naming both.
-pub fn flag_sql(session: &LakeSession, flag: &FlagDef) -> Result<String> {
-    let template = FLAG_SQL.iter().find(|(id, _)| *id == flag.id).map(|(_, s)| *s).unwrap_or_default();
-    let mut sql = session.fill(template);
+pub fn flag_sql(session: &LakeSession, pb: &Playbook, flag: &FlagDef) -> Result<String> {
+    fill_params(flag, &pb.source, session.fill(template(flag)))
+}
+
+fn template(flag: &FlagDef) -> &'static str {
+    FLAG_SQL.iter().find(|(id, _)| *id == flag.id).map(|(_, s)| *s).unwrap_or_default()
+}
+
+/// Fills the `{{param:...}}` slots of a flag's SQL from the playbook read from `source`.
+fn fill_params(flag: &FlagDef, source: &str, mut sql: String) -> Result<String> {
     while let Some(start) = sql.find("{{param:") {
         let Some(len) = sql[start..].find("}}") else { break };
         let key = sql[start + 8..start + len].to_string();
         let value = flag.params.get(&key).ok_or_else(|| Error::Config {
-            file: "data/playbook.toml".into(),
+            file: source.to_string(),
             message: format!("flag '{}' needs params.{key} (sql/risk/{}.sql uses it)", flag.id, flag.id),
         })?;
         let text = match value {
@@ -113,7 +133,7 @@ pub fn flag_sql(session: &LakeSession, flag: &FlagDef) -> Result<String> {
             toml::Value::Boolean(b) => b.to_string(),
             other => {
                 return Err(Error::Config {
-                    file: "data/playbook.toml".into(),
+                    file: source.to_string(),
                     message: format!(
                         "flag '{}': params.{key} must be a number, text or true/false, not {other:?}",
                         flag.id
@@ -215,7 +235,7 @@ async fn deals(session: &LakeSession) -> Result<Vec<Deal>> {
 pub async fn fired(session: &LakeSession, pb: &Playbook) -> Result<Vec<FiredFlag>> {
     let mut out = Vec::new();
     for flag in &pb.flags {
-        let sql = flag_sql(session, flag)?;
+        let sql = flag_sql(session, pb, flag)?;
         let batches = session.collect_declared(&sql, &format!("sql/risk/{}.sql", flag.id)).await?;
         for b in batches {
             let (ids, values, ev) = (strings(b.column(0))?, floats(b.column(1))?, strings(b.column(2))?);
@@ -618,11 +638,11 @@ pub fn views(rows: &[DealRisk], as_of: NaiveDate, pb: &Playbook) -> (String, Str
 pub async fn run(
     session: &LakeSession,
     pb: &Playbook,
-) -> Result<(Vec<DealRisk>, String, crate::publish::Manifest, usize)> {
+) -> Result<(Vec<DealRisk>, String, crate::outputs::Manifest, usize)> {
     let started = std::time::Instant::now();
     let as_of = session.as_of.0.ok_or_else(|| Error::Other("the deal risk job needs --as-of YYYY-MM-DD".into()))?;
     let rows = compute(session, pb).await?;
-    let mut run = crate::publish::RunWriter::begin(&session.lake, "deal_risk", session.as_of);
+    let mut run = crate::outputs::RunWriter::begin(&session.lake, "deal_risk", session.as_of);
     run.record_inputs(session);
     run.set_playbook_version(format!("playbook {}", pb.version));
     run.timing("compute", started.elapsed().as_millis() as u64);
@@ -634,7 +654,7 @@ pub async fn run(
     let manifest = run.commit().await?;
     let mut records = records(&rows, pb, as_of, &manifest.committed_at);
     records.extend(outcomes(session, pb, as_of, &manifest.committed_at).await?);
-    let logged = crate::decision_log::append(session, records).await?;
+    let logged = crate::outputs::decision_log::append(session, records).await?;
     let scored = rows.iter().filter(|r| r.score.is_some()).count();
     let flagged = rows.iter().filter(|r| r.score.is_some() && !r.flags.is_empty()).count();
     let mut text = format!(

@@ -1,0 +1,75 @@
+//! `run`: the demo's one command and today's cadence in order: validate, the journey funnels,
+//! deal risk, then the KPI hierarchy with the leadership report, all as of one date.
+
+use std::io::Write;
+
+use chrono::NaiveDate;
+
+use crate::demo::GenerateOptions;
+use crate::error::{Error, Result};
+use crate::lake::Lake;
+use crate::layers::AsOf;
+
+/// Generates the demo lake if the lake has no raw data, then runs every job as of `as_of` (default:
+/// the lake's latest recorded deal change).
+pub async fn run(lake: &Lake, as_of: Option<NaiveDate>, opportunities: u64, stdout: &mut dyn Write) -> Result<()> {
+    if lake.list("raw/").await?.is_empty() {
+        eprintln!("no raw data in {}: generating the demo lake ({opportunities} opportunities)", lake.url);
+        crate::demo::generate(lake, &GenerateOptions { opportunities, ..Default::default() }).await?;
+    }
+    let as_of = match as_of {
+        Some(d) => d,
+        None => {
+            let d = latest_recorded_day(lake).await?;
+            writeln!(stdout, "as of {d}: the lake's latest recorded deal change (pass --as-of to choose)")?;
+            d
+        }
+    };
+    let session = crate::outputs::open_session(lake, AsOf(Some(as_of))).await?;
+    let report = crate::quality::run(&session).await?;
+    write!(stdout, "{}", crate::quality::summary(&report.findings))?;
+    writeln!(
+        stdout,
+        "published run {} (output.data_quality, as of {})",
+        report.manifest.run_id, report.manifest.as_of
+    )?;
+    // Monthly performance loop: journey funnels.
+    let journeys = crate::jobs::funnel::load(None)?;
+    let cal = crate::jobs::calendar::Calendar::default();
+    let (_, text, manifest) = crate::jobs::funnel::run(&session, &journeys, None, &[], &cal).await?;
+    write!(stdout, "\n{text}")?;
+    writeln!(
+        stdout,
+        "published run {} (output.funnel_steps, funnel_breakdown, funnel_periods, funnel_cohorts)",
+        manifest.run_id
+    )?;
+    // Weekly execution loop: deal risk.
+    let playbook = crate::jobs::risk::load(None)?;
+    let (_, text, manifest, _) = crate::jobs::risk::run(&session, &playbook).await?;
+    write!(stdout, "\n{text}")?;
+    writeln!(stdout, "published run {} (output.deal_risk, deal_risk_flags)", manifest.run_id)?;
+    // Monthly performance loop: the KPI hierarchy and the leadership report.
+    let (job, catalog) = crate::jobs::kpi::load(None, None)?;
+    let result = super::jobs::kpis_with_report(&session, &job, &catalog, 1, false).await?;
+    write!(stdout, "\n{}", result.text)?;
+    writeln!(stdout, "published run {} (output.kpi_values, kpi_interventions, kpi_units)", result.manifest.run_id)?;
+    Ok(())
+}
+
+/// The day of the lake's latest recorded deal change: the default as-of of `run`, taken from the
+/// data and said, so a scheduled run is reproducible (the wall clock would not be).
+async fn latest_recorded_day(lake: &Lake) -> Result<NaiveDate> {
+    let session = crate::outputs::open_session(lake, AsOf(None)).await?;
+    let batches = session
+        .ctx
+        .sql("SELECT CAST(MAX(created_date) AS DATE) FROM staging.opportunity_history")
+        .await?
+        .collect()
+        .await?;
+    let day = batches.first().filter(|b| b.num_rows() > 0).and_then(|b| {
+        b.column(0).as_any().downcast_ref::<datafusion::arrow::array::Date32Array>().and_then(|a| a.value_as_date(0))
+    });
+    day.ok_or_else(|| {
+        Error::Other("the lake has no opportunity_history to date the run from: pass --as-of YYYY-MM-DD".into())
+    })
+}

@@ -1,0 +1,120 @@
+//! The cadence jobs one at a time: `funnel`, `kpis` (with the leadership report), `risk`, and the
+//! deal-risk companions `action` (what reps did) and `backtest` (walk-forward check of the score).
+
+use std::io::Write;
+use std::path::Path;
+
+use chrono::NaiveDate;
+
+use crate::cli::refuse_broken;
+use crate::error::Result;
+use crate::jobs::calendar::Calendar;
+use crate::jobs::kpi::{Catalog, Job, RunResult};
+use crate::lake::Lake;
+use crate::layers::{AsOf, LakeSession};
+
+pub async fn funnel(
+    lake: &Lake,
+    as_of: Option<NaiveDate>,
+    journey: Option<&str>,
+    journeys: Option<&Path>,
+    by: &[String],
+    cal: &Calendar,
+    out: &mut dyn Write,
+) -> Result<()> {
+    let session = crate::outputs::open_session(lake, AsOf(as_of)).await?;
+    let declared = crate::jobs::funnel::load(journeys)?;
+    let (_, text, manifest) = crate::jobs::funnel::run(&session, &declared, journey, by, cal).await?;
+    write!(out, "{text}")?;
+    writeln!(
+        out,
+        "published run {} (output.funnel_steps, funnel_breakdown, funnel_periods, funnel_cohorts)",
+        manifest.run_id
+    )?;
+    Ok(())
+}
+
+pub async fn kpis(
+    lake: &Lake,
+    as_of: NaiveDate,
+    catalog: Option<&Path>,
+    job: Option<&Path>,
+    fiscal_year_start: u32,
+    week_starts_sunday: bool,
+    out: &mut dyn Write,
+) -> Result<()> {
+    let session = crate::outputs::open_session(lake, AsOf(Some(as_of))).await?;
+    refuse_broken(&session, lake)?;
+    let (job, catalog) = crate::jobs::kpi::load(job, catalog)?;
+    let result = kpis_with_report(&session, &job, &catalog, fiscal_year_start, week_starts_sunday).await?;
+    write!(out, "{}", result.text)?;
+    writeln!(out, "published run {} (output.kpi_values, kpi_interventions, kpi_units)", result.manifest.run_id)?;
+    Ok(())
+}
+
+/// The monthly KPI job with the leadership report in the same run: KPI tables, then the report
+/// views, then one commit and the log append.
+pub async fn kpis_with_report(
+    session: &LakeSession,
+    job: &Job,
+    catalog: &Catalog,
+    fiscal_year_start: u32,
+    week_starts_sunday: bool,
+) -> Result<RunResult> {
+    let mut prepared = crate::jobs::kpi::prepare(session, job, catalog, fiscal_year_start, week_starts_sunday).await?;
+    let (reports, md) = crate::report::publish(session, &mut prepared, catalog).await?;
+    crate::jobs::kpi::finish(session, prepared, catalog, reports, md).await
+}
+
+pub async fn risk(lake: &Lake, as_of: NaiveDate, playbook: Option<&Path>, out: &mut dyn Write) -> Result<()> {
+    let session = crate::outputs::open_session(lake, AsOf(Some(as_of))).await?;
+    refuse_broken(&session, lake)?;
+    let playbook = crate::jobs::risk::load(playbook)?;
+    let (_, text, manifest, _) = crate::jobs::risk::run(&session, &playbook).await?;
+    write!(out, "{text}")?;
+    writeln!(out, "published run {} (output.deal_risk, deal_risk_flags)", manifest.run_id)?;
+    Ok(())
+}
+
+/// What a rep did on a deal, typed by hand (`action --deal --did`).
+pub struct ActionByHand {
+    pub deal: Option<String>,
+    pub did: Option<String>,
+    pub why: String,
+    pub by: String,
+    pub on: Option<NaiveDate>,
+}
+
+pub async fn action(
+    lake: &Lake,
+    as_of: NaiveDate,
+    from_tasks: bool,
+    by_hand: ActionByHand,
+    out: &mut dyn Write,
+) -> Result<()> {
+    let session = crate::outputs::open_session(lake, AsOf(Some(as_of))).await?;
+    let n = if from_tasks {
+        crate::jobs::risk::action::import_tasks(&session, as_of).await?
+    } else {
+        let ActionByHand { deal, did, why, by, on } = by_hand;
+        let (deal, did) = (deal.unwrap_or_default(), did.unwrap_or_default());
+        crate::jobs::risk::action::record(&session, &deal, &did, &why, &by, on.unwrap_or(as_of), as_of).await?
+    };
+    writeln!(out, "{n} new action record(s) in log/decision_trace")?;
+    Ok(())
+}
+
+pub async fn backtest(
+    lake: &Lake,
+    from: NaiveDate,
+    to: NaiveDate,
+    every_days: u64,
+    horizon_days: u64,
+    playbook: Option<&Path>,
+    out: &mut dyn Write,
+) -> Result<()> {
+    let playbook = crate::jobs::risk::load(playbook)?;
+    let report = crate::jobs::risk::backtest::run(lake, &playbook, from, to, every_days, horizon_days).await?;
+    write!(out, "{}", report.text)?;
+    Ok(())
+}

@@ -1,0 +1,71 @@
+//! The known layer: each raw table read with contract columns and types, reduced to the version
+//! of every row known as of the run date (`sql/staging/_known_as_of.sql`), as `known.<table>`.
+
+use datafusion::arrow::datatypes::DataType;
+
+use crate::error::{Error, Result};
+use crate::lake::contract::{ColumnType, cdc_columns, quote};
+use crate::lake::inspect::Landed;
+use crate::layers::LakeSession;
+
+const KNOWN_TEMPLATE: &str = repo_file!("sql/staging/_known_as_of.sql");
+
+/// The landed table read with contract columns and types (missing columns NULL), as a subquery.
+/// Every table gets the CDC columns, NULL where not landed, so one template serves all.
+pub fn conformed_sql(landed: &Landed) -> String {
+    let table = &landed.table;
+    let mut columns = table.all_columns();
+    if !table.cdc {
+        columns.extend(cdc_columns());
+    }
+    let select: Vec<String> = columns
+        .iter()
+        .map(|col| {
+            let expr = match landed.field(&col.name) {
+                None => format!("CAST(NULL AS {})", col.ty.sql()),
+                Some(f) => conform_expr(&quote(f.name()), f.data_type(), col.ty),
+            };
+            format!("{expr} AS {}", quote(&col.name))
+        })
+        .collect();
+    format!("(SELECT {} FROM raw.{})", select.join(", "), quote(&table.name))
+}
+
+/// Registers `known.<table>` for one inspected table (after its `raw` table).
+pub async fn register(session: &LakeSession, landed: &Landed) -> Result<()> {
+    let table = &landed.table;
+    let conformed = conformed_sql(landed);
+    let known_filter = match &table.known_at {
+        Some(col) => format!("CAST(c.\"{col}\" AS TIMESTAMP) < {}", session.as_of.end_literal()),
+        None => "TRUE".into(),
+    };
+    let key = table.key.iter().map(|k| format!("c.\"{k}\"")).collect::<Vec<_>>().join(", ");
+    let sql = session.fill(
+        &KNOWN_TEMPLATE
+            .replace("{{conformed}}", &conformed)
+            .replace("{{key}}", &key)
+            .replace("{{known_filter}}", &known_filter),
+    );
+    let view = session
+        .ctx
+        .sql(&sql)
+        .await
+        .map_err(|e| Error::Other(format!("known.{} (sql/staging/_known_as_of.sql) does not plan: {e}", table.name)))?
+        .into_view();
+    session.ctx.register_table(format!("known.{}", table.name), view)?;
+    Ok(())
+}
+
+/// The SQL expression that reads a landed column as its contract type. Text (CSV) is parsed with
+/// TRY_CAST: values that do not parse become NULL here and are counted by `validate`.
+pub fn conform_expr(col: &str, landed: &DataType, ty: ColumnType) -> String {
+    let is_text = matches!(landed, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View);
+    if !is_text || ty == ColumnType::String {
+        return format!("CAST({col} AS {})", ty.sql());
+    }
+    let v = format!("NULLIF(TRIM({col}), '')");
+    match ty {
+        ColumnType::Date => format!("COALESCE(TRY_CAST({v} AS DATE), CAST(TRY_CAST({v} AS TIMESTAMP) AS DATE))"),
+        _ => format!("TRY_CAST({v} AS {})", ty.sql()),
+    }
+}

@@ -1,0 +1,88 @@
+//! The registry of published tables: which runs committed (their manifests), which files readers
+//! see per table and as-of date, and the `output` schema registered from them.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{ArrayRef, RecordBatch, StringArray};
+use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use datafusion::datasource::MemTable;
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig};
+
+use crate::error::Result;
+use crate::lake::Lake;
+use crate::layers::LakeSession;
+use crate::outputs::run_writer::{Manifest, RUNS_DIR, TableEntry};
+
+/// Every committed run, oldest first. A manifest that does not parse is skipped with a warning:
+/// it cannot be a complete commit (puts are atomic), so it is somebody else's file.
+pub async fn committed_runs(lake: &Lake) -> Result<Vec<Manifest>> {
+    let mut runs = Vec::new();
+    for item in lake.list(&format!("{RUNS_DIR}/")).await? {
+        let rel = lake.relative(&item.location);
+        if !rel.ends_with(".json") {
+            continue;
+        }
+        let bytes = lake.get(&rel).await?;
+        match serde_json::from_slice::<Manifest>(&bytes) {
+            Ok(m) => runs.push(m),
+            Err(e) => eprintln!("warning: skipping {rel}: not a run manifest ({e})"),
+        }
+    }
+    runs.sort_by(|a, b| a.committed_at.cmp(&b.committed_at).then(a.run_id.cmp(&b.run_id)));
+    Ok(runs)
+}
+
+/// The files readers see for each output table: per as-of date, those of the newest committed run.
+pub fn visible_files(runs: &[Manifest]) -> BTreeMap<String, Vec<String>> {
+    let mut latest: BTreeMap<(String, String), &TableEntry> = BTreeMap::new();
+    for run in runs {
+        for t in &run.tables {
+            latest.insert((t.name.clone(), run.as_of.clone()), t);
+        }
+    }
+    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for ((name, _), entry) in latest {
+        out.entry(name).or_default().extend(entry.files.iter().map(|f| f.path.clone()));
+    }
+    out
+}
+
+/// Registers `output.<table>` for every published table and `output.runs` for the manifests.
+pub async fn register_outputs(session: &LakeSession) -> Result<()> {
+    let runs = committed_runs(&session.lake).await?;
+    for (name, files) in visible_files(&runs) {
+        let urls = files.iter().map(|f| session.lake.listing_url(f)).collect::<Result<Vec<_>>>()?;
+        let options = ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
+        let config = ListingTableConfig::new_with_multi_paths(urls)
+            .with_listing_options(options)
+            .infer_schema(&session.ctx.state())
+            .await?;
+        session.ctx.register_table(format!("output.{name}"), Arc::new(ListingTable::try_new(config)?))?;
+    }
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("run_id", DataType::Utf8, false),
+        Field::new("job", DataType::Utf8, false),
+        Field::new("as_of", DataType::Utf8, false),
+        Field::new("committed_at", DataType::Utf8, false),
+        Field::new("tables", DataType::Utf8, false),
+        Field::new("code_version", DataType::Utf8, false),
+    ]));
+    let col = |f: &dyn Fn(&Manifest) -> String| -> ArrayRef {
+        Arc::new(StringArray::from(runs.iter().map(f).collect::<Vec<_>>()))
+    };
+    let batch = RecordBatch::try_new(
+        schema.clone(),
+        vec![
+            col(&|m| m.run_id.clone()),
+            col(&|m| m.job.clone()),
+            col(&|m| m.as_of.clone()),
+            col(&|m| m.committed_at.clone()),
+            col(&|m| m.tables.iter().map(|t| format!("{}({})", t.name, t.rows)).collect::<Vec<_>>().join(", ")),
+            col(&|m| m.code_version.clone()),
+        ],
+    )?;
+    session.ctx.register_table("output.runs", Arc::new(MemTable::try_new(schema, vec![vec![batch]])?))?;
+    Ok(())
+}

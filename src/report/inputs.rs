@@ -1,0 +1,90 @@
+//! What the leadership report reads besides the KPI run itself: the charts and bottleneck
+//! sentences of the latest funnel run, and the deals of the latest deal-risk run, for the date.
+
+use crate::error::Result;
+use crate::layers::LakeSession;
+use crate::layers::columns::{floats, strings};
+
+/// The funnel charts and bottleneck sentences of the latest funnel run for this as-of date.
+pub async fn funnel_artifacts(session: &LakeSession) -> Result<(Vec<(String, String)>, Vec<String>)> {
+    let runs = crate::outputs::registry::committed_runs(&session.lake).await?;
+    let Some(run) = runs.iter().rev().find(|m| m.job == "funnel" && m.as_of == session.as_of.label()) else {
+        return Ok((Vec::new(), Vec::new()));
+    };
+    let (mut charts, mut bottlenecks) = (Vec::new(), Vec::new());
+    for a in &run.artifacts {
+        let bytes = session.lake.get(&a.path).await?;
+        let text = String::from_utf8_lossy(&bytes).to_string();
+        if a.path.ends_with(".svg") {
+            charts.push((a.path.clone(), text));
+        } else if a.path.ends_with("funnel_bottlenecks.md") {
+            bottlenecks.extend(text.lines().filter_map(|l| l.strip_prefix("- ")).map(str::to_string));
+        }
+    }
+    Ok((charts, bottlenecks))
+}
+
+/// One deal of the latest deal-risk run, for the leadership report.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RiskLine {
+    pub deal: String,
+    pub account: String,
+    pub owner_id: String,
+    pub owner: String,
+    pub stage: String,
+    pub amount: Option<f64>,
+    pub score: Option<i64>,
+    pub flags: String,
+    pub action: String,
+}
+
+/// The deals of the latest deal-risk run for this as-of date (none when it has not run).
+pub async fn risk_lines(session: &LakeSession) -> Result<Vec<RiskLine>> {
+    let runs = crate::outputs::registry::committed_runs(&session.lake).await?;
+    let Some(file) = runs
+        .iter()
+        .rev()
+        .filter(|m| m.job == "deal_risk" && m.as_of == session.as_of.label())
+        .find_map(|m| m.tables.iter().find(|t| t.name == "deal_risk").and_then(|t| t.files.first()))
+    else {
+        return Ok(Vec::new());
+    };
+    let url = session.lake.listing_url(&file.path)?;
+    let df = session
+        .ctx
+        .read_parquet(url.as_str(), datafusion::prelude::ParquetReadOptions::default())
+        .await?
+        .select_columns(&[
+            "deal_name",
+            "account_name",
+            "owner_id",
+            "owner_name",
+            "stage_name",
+            "amount",
+            "risk_score",
+            "flags",
+            "action",
+        ])?;
+    let mut out = Vec::new();
+    for b in df.collect().await? {
+        let c: Vec<Vec<Option<String>>> = (0..9).map(|i| strings(b.column(i))).collect::<Result<_>>()?;
+        let amount = floats(b.column(5))?;
+        let score = floats(b.column(6))?;
+        for r in 0..b.num_rows() {
+            let g = |k: usize| c[k][r].clone().unwrap_or_default();
+            out.push(RiskLine {
+                deal: g(0),
+                account: g(1),
+                owner_id: g(2),
+                owner: g(3),
+                stage: g(4),
+                amount: amount[r],
+                score: score[r].map(|s| s as i64),
+                flags: g(7),
+                action: g(8),
+            });
+        }
+    }
+    out.sort_by(|a, b| (std::cmp::Reverse(a.score), &a.deal).cmp(&(std::cmp::Reverse(b.score), &b.deal)));
+    Ok(out)
+}

@@ -1,0 +1,176 @@
+//! The module tree follows the data flow: a module imports only from its own layer or a lower one,
+//! and no two modules import each other (directly or round a loop). Reads `src/` as text, so it
+//! fails the moment someone adds an upward `use crate::...`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+/// Top-level modules, lowest layer first (the same order as the table in `src/lib.rs`).
+const LAYERS: &[(&str, u32)] = &[
+    ("error", 0),
+    ("progress", 0),
+    ("stats", 0),
+    ("lake", 1),
+    ("layers", 2),
+    ("demo", 2),
+    ("outputs", 3),
+    ("quality", 4),
+    ("jobs", 4),
+    ("learn", 5),
+    ("report", 6),
+    ("cli", 7),
+];
+
+fn rank(top: &str) -> u32 {
+    LAYERS.iter().find(|(m, _)| *m == top).map(|(_, r)| *r).unwrap_or_else(|| {
+        panic!("src/{top} is not in the layer table of tests/layers.rs: give it a layer (and one in src/lib.rs)")
+    })
+}
+
+fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).expect("read src") {
+        let path = entry.expect("entry").path();
+        if path.is_dir() {
+            rust_files(&path, out);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
+        }
+    }
+}
+
+/// The module a file defines, as path segments: src/jobs/kpi/mod.rs -> [jobs, kpi].
+fn module_of(src: &Path, file: &Path) -> Vec<String> {
+    let rel = file.strip_prefix(src).expect("under src");
+    let mut parts: Vec<String> = rel.iter().map(|p| p.to_string_lossy().into_owned()).collect();
+    let last = parts.pop().expect("file name");
+    let stem = last.trim_end_matches(".rs");
+    if stem != "mod" && stem != "lib" && stem != "main" {
+        parts.push(stem.to_string());
+    }
+    parts
+}
+
+/// Every `crate::a::b...` path in a file's code (comments skipped; test modules included, since a
+/// test that imports upward ties the layers together just the same).
+fn crate_paths(text: &str) -> Vec<Vec<String>> {
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let code = line.split("//").next().unwrap_or("");
+        let mut rest = code;
+        while let Some(i) = rest.find("crate::") {
+            let tail = &rest[i + 7..];
+            let path: String =
+                tail.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == ':').collect();
+            let segs: Vec<String> = path
+                .split("::")
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+                .take_while(|s| s.chars().next().is_some_and(|c| c.is_ascii_lowercase()))
+                .collect();
+            if !segs.is_empty() {
+                out.push(segs);
+            }
+            rest = &tail[path.len().min(tail.len())..];
+        }
+    }
+    out
+}
+
+/// The unit a path is judged at: the top-level module and, inside `jobs`, the job.
+fn unit(path: &[String]) -> String {
+    match path {
+        [top, job, ..] if top == "jobs" => format!("jobs::{job}"),
+        [top, ..] => top.clone(),
+        [] => String::new(),
+    }
+}
+
+#[test]
+fn no_module_imports_a_higher_layer_and_there_are_no_cycles() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    let mut upward = Vec::new();
+    let mut graph: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for file in &files {
+        let module = module_of(&src, file);
+        let Some(top) = module.first() else { continue };
+        let text = std::fs::read_to_string(file).expect("read");
+        for path in crate_paths(&text) {
+            let target_top = &path[0];
+            if LAYERS.iter().all(|(m, _)| m != target_top) {
+                continue; // a re-export at the crate root, e.g. crate::Result
+            }
+            if rank(target_top) > rank(top) {
+                upward.push(format!("{} imports crate::{}", file.display(), path.join("::")));
+            }
+            let (from, to) = (unit(&module), unit(&path));
+            if from != to {
+                graph.entry(from).or_default().insert(to);
+            }
+        }
+    }
+    assert!(upward.is_empty(), "imports from a lower layer into a higher one:\n{}", upward.join("\n"));
+
+    // Cycles between units (top-level modules, and each job inside jobs/).
+    fn visit(
+        n: &str,
+        graph: &BTreeMap<String, BTreeSet<String>>,
+        stack: &mut Vec<String>,
+        done: &mut BTreeSet<String>,
+    ) -> Option<Vec<String>> {
+        if let Some(pos) = stack.iter().position(|s| s == n) {
+            let mut cycle = stack[pos..].to_vec();
+            cycle.push(n.to_string());
+            return Some(cycle);
+        }
+        if done.contains(n) {
+            return None;
+        }
+        stack.push(n.to_string());
+        for next in graph.get(n).into_iter().flatten() {
+            if let Some(c) = visit(next, graph, stack, done) {
+                return Some(c);
+            }
+        }
+        stack.pop();
+        done.insert(n.to_string());
+        None
+    }
+    let mut done = BTreeSet::new();
+    for n in graph.keys() {
+        if let Some(cycle) = visit(n, &graph, &mut Vec::new(), &mut done) {
+            panic!("modules import each other round a loop: {}", cycle.join(" -> "));
+        }
+    }
+    // The check itself must see the tree: every layer present, and a known edge found.
+    assert!(graph.get("jobs::kpi").is_some_and(|t| t.contains("outputs")), "the checker found no imports: {graph:?}");
+}
+
+#[test]
+fn every_module_starts_with_two_lines_on_its_job() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    let missing: Vec<String> = files
+        .iter()
+        .filter(|f| {
+            let text = std::fs::read_to_string(f).expect("read");
+            text.lines().take_while(|l| l.starts_with("//!")).count() < 2
+        })
+        .map(|f| f.display().to_string())
+        .collect();
+    assert!(missing.is_empty(), "modules without a two-line //! header:\n{}", missing.join("\n"));
+}
+
+#[test]
+fn the_checker_catches_an_upward_import() {
+    let paths =
+        crate_paths("use crate::report::html; // crate::cli in a comment\nlet x = crate::jobs::kpi::fmt_value(1);");
+    assert_eq!(
+        paths,
+        vec![vec!["report".to_string(), "html".into()], vec!["jobs".into(), "kpi".into(), "fmt_value".into()]]
+    );
+    assert!(rank("report") > rank("jobs"));
+    assert_eq!(unit(&paths[1]), "jobs::kpi");
+}
