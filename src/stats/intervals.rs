@@ -35,6 +35,13 @@ mod tests {
     use super::*;
 
     #[test]
+    fn z95_is_the_normal_quantile() {
+        use statrs::distribution::{ContinuousCDF, Normal};
+        let q = Normal::new(0.0, 1.0).unwrap().inverse_cdf(0.975);
+        assert!((q - Z95).abs() < 1e-9, "{q}");
+    }
+
+    #[test]
     fn wilson_interval_matches_worked_values() {
         // 81 of 263: p = 0.30798; z^2 = 3.8415; centre = (0.30798 + 3.8415/526) / (1 + 3.8415/263)
         // = 0.31528 / 1.014606 = 0.31074; half = 1.96 * sqrt(0.30798*0.69202/263 + 3.8415/(4*263^2)) / 1.014606

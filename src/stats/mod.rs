@@ -1,5 +1,5 @@
-//! The statistics every job shares, written once and tested against published worked examples:
-//! intervals for rates, tests for differences, multiple-testing control and ranking quality.
+//! The statistics every job shares: distributions and special functions from `statrs`, and what it
+//! lacks (Wilson, Newcombe, Holm, Benjamini-Hochberg, AUC) written once, tested on published examples.
 
 pub mod auc;
 pub mod hypothesis;
