@@ -47,30 +47,45 @@ fn head(units: &HashMap<&str, &Unit>, id: Option<&str>) -> Option<(Option<String
     u.head_name.clone().map(|n| (u.head_id.clone(), n))
 }
 
-/// Data-quality findings on the tables a KPI reads, from this as-of date's validate run.
+/// Data-quality findings on the tables a KPI reads, from this as-of date's latest validate run.
+/// Read from the committed runs, not the session's snapshot of `output`, so a validate run made
+/// earlier in the same cadence counts; "run validate first" is said only when none exists.
 pub async fn dq_context(session: &LakeSession, kpi: &Kpi) -> String {
-    let tables = kpi.needs.iter().map(|t| format!("'{}'", t.replace('\'', "''"))).collect::<Vec<_>>().join(", ");
-    let sql = format!(
-        "SELECT COUNT(*), COALESCE(SUM(CASE WHEN severity = 'error' THEN 1 ELSE 0 END), 0) FROM output.data_quality \
-         WHERE as_of_date = '{}' AND table_name IN ({tables})",
-        session.as_of.label()
-    );
-    let Ok(df) = session.ctx.sql(&sql).await else {
-        return "no validate run for this date: run `gtm-loop validate` first".into();
+    let label = session.as_of.label();
+    let runs = match crate::outputs::registry::committed_runs(&session.lake).await {
+        Ok(runs) => runs,
+        Err(e) => return format!("the run manifests could not be read ({e})"),
     };
-    match df.collect().await {
-        Ok(b) if !b.is_empty() && b[0].num_rows() > 0 => {
-            let v = strings(b[0].column(0)).unwrap_or_default();
-            let e = strings(b[0].column(1)).unwrap_or_default();
-            format!(
-                "data-quality findings on {}: {} ({} errors)",
-                kpi.needs.join(", "),
-                v.first().cloned().flatten().unwrap_or_default(),
-                e.first().cloned().flatten().unwrap_or_default()
-            )
-        }
-        _ => "no validate run for this date: run `gtm-loop validate` first".into(),
+    let Some(file) = runs
+        .iter()
+        .rev()
+        .filter(|m| m.job == "validate" && m.as_of == label)
+        .find_map(|m| m.tables.iter().find(|t| t.name == "data_quality").and_then(|t| t.files.first()))
+    else {
+        return format!("no validate run for {label}: run `gtm-loop validate --as-of {label}` first");
+    };
+    match count_findings(session, &file.path, &kpi.needs).await {
+        Ok((all, errors)) => format!("data-quality findings on {}: {all} ({errors} errors)", kpi.needs.join(", ")),
+        Err(e) => format!("the validate run's findings ({}) could not be read: {e}", file.path),
     }
+}
+
+/// Findings and error findings in one published data_quality file on the given tables.
+async fn count_findings(session: &LakeSession, path: &str, tables: &[String]) -> Result<(i64, i64)> {
+    use datafusion::prelude::{ParquetReadOptions, col, lit};
+    let url = session.lake.listing_url(path)?;
+    let df = session.ctx.read_parquet(url.as_str(), ParquetReadOptions::default()).await?;
+    let on: Vec<_> = tables.iter().map(|t| lit(t.clone())).collect();
+    let df = df.filter(col("table_name").in_list(on, false))?;
+    let rows = df.select_columns(&["severity"])?.collect().await?;
+    let (mut all, mut errors) = (0i64, 0i64);
+    for b in &rows {
+        for s in strings(b.column(0))? {
+            all += 1;
+            errors += i64::from(s.as_deref() == Some("error"));
+        }
+    }
+    Ok((all, errors))
 }
 
 fn evidence(kpi: &Kpi, c: &Cell) -> String {
