@@ -10,7 +10,7 @@ use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTable
 use datafusion::prelude::SessionContext;
 use serde::Deserialize;
 
-use crate::error::{Error, Result};
+use crate::error::{Context, Error, Result};
 use crate::lake::Lake;
 use crate::lake::contract::Contract;
 use crate::lake::contract::quote;
@@ -164,7 +164,23 @@ pub async fn import(lake: &Lake, mapping_name: &str, source_dir: &Path) -> Resul
             }
         }
         ctx.register_table("__target", df.into_view())?;
-        let batches = ctx.sql(&format!("SELECT {} FROM __target", select.join(", "))).await?.collect().await?;
+        // Sorted on every column, key first: DataFusion returns rows in partition order, which
+        // varies between runs, and the same export must land as the same bytes.
+        let order: Vec<String> = table
+            .key
+            .iter()
+            .filter(|k| produced.contains(k))
+            .chain(produced.iter().filter(|c| !table.key.contains(c)))
+            .map(|c| quote(c))
+            .collect();
+        let sql = format!("SELECT {} FROM __target ORDER BY {}", select.join(", "), order.join(", "));
+        let batches = ctx
+            .sql(&sql)
+            .await
+            .context(|| format!("mapping {}: target {}", mapping.name, target.table))?
+            .collect()
+            .await
+            .context(|| format!("mapping {}: reading the source files for {}", mapping.name, target.table))?;
         ctx.deregister_table("__target")?;
         let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
         let schema = batches.first().map(|b| b.schema()).ok_or_else(|| Error::Other("no output".into()))?;
