@@ -1,14 +1,14 @@
 //! Leads: the converted lead behind half of the inbound-ish deals (with its status history), and
 //! two unconverted leads per opportunity that stall or are disqualified, some in campaigns.
 
-use chrono::{Days, Duration};
+use chrono::{Days, Duration, NaiveDateTime};
 use rand::Rng;
 
 use super::chunk::{Chunk, Ctx};
 use super::deals::Deal;
 use super::messiness::LEAD_SOURCE_NULL_RATE;
 use super::world::*;
-use crate::lake::rowbuf::V;
+use crate::lake::rowbuf::{RowBuf, V};
 
 impl Chunk<'_> {
     /// Half of the inbound-ish deals came through a lead that converted.
@@ -42,15 +42,7 @@ impl Chunk<'_> {
                 cdc_at(created).into(),
             ]);
             for (when, old, new) in [(mql, "Open", "MQL"), (sql, "MQL", "SQL"), (created, "SQL", "Converted")] {
-                out.lead_hist.push(vec![
-                    ids.next("017").into(),
-                    lid.clone().into(),
-                    "Status".into(),
-                    old.into(),
-                    new.into(),
-                    when.into(),
-                    cdc_at(when).into(),
-                ]);
+                status_change(&mut out.lead_hist, ids.next("017"), &lid, old, new, when);
             }
         }
     }
@@ -109,15 +101,7 @@ impl Chunk<'_> {
                 cdc_at(when).into(),
             ]);
             for (nw, old, new) in changes {
-                out.lead_hist.push(vec![
-                    ids.next("017").into(),
-                    lid.clone().into(),
-                    "Status".into(),
-                    old.into(),
-                    new.into(),
-                    nw.into(),
-                    cdc_at(nw).into(),
-                ]);
+                status_change(&mut out.lead_hist, ids.next("017"), &lid, old, new, nw);
             }
             if rng.random::<f64>() < 0.4 {
                 let responded = rng.random::<f64>() < 0.3;
@@ -133,4 +117,17 @@ impl Chunk<'_> {
             }
         }
     }
+}
+
+/// One `lead_history` row: the lead's status changed from `old` to `new` at `when`.
+fn status_change(lead_hist: &mut RowBuf, id: String, lead: &str, old: &str, new: &str, when: NaiveDateTime) {
+    lead_hist.push(vec![
+        id.into(),
+        lead.into(),
+        "Status".into(),
+        old.into(),
+        new.into(),
+        when.into(),
+        cdc_at(when).into(),
+    ]);
 }
