@@ -5,8 +5,10 @@ use std::io::Write;
 
 use chrono::NaiveDate;
 
+use super::{jobs, lake_cmds};
 use crate::demo::GenerateOptions;
 use crate::error::{Error, Result};
+use crate::jobs::calendar::Calendar;
 use crate::lake::Lake;
 use crate::layers::AsOf;
 
@@ -26,33 +28,18 @@ pub async fn run(lake: &Lake, as_of: Option<NaiveDate>, opportunities: u64, stdo
         }
     };
     let session = crate::outputs::open_session(lake, AsOf(Some(as_of))).await?;
-    let report = crate::quality::run(&session).await?;
-    write!(stdout, "{}", crate::quality::summary(&report.findings))?;
-    writeln!(
-        stdout,
-        "published run {} (output.data_quality, as of {})",
-        report.manifest.run_id, report.manifest.as_of
-    )?;
+    lake_cmds::validate_in(&session, stdout).await?;
     // Monthly performance loop: journey funnels.
+    writeln!(stdout)?;
     let journeys = crate::jobs::funnel::load(None)?;
-    let cal = crate::jobs::calendar::Calendar::default();
-    let (_, text, manifest) = crate::jobs::funnel::run(&session, &journeys, None, &[], &cal).await?;
-    write!(stdout, "\n{text}")?;
-    writeln!(
-        stdout,
-        "published run {} (output.funnel_steps, funnel_breakdown, funnel_periods, funnel_cohorts)",
-        manifest.run_id
-    )?;
+    jobs::funnel_in(&session, &journeys, None, &[], &Calendar::default(), stdout).await?;
     // Weekly execution loop: deal risk.
-    let playbook = crate::jobs::risk::load(None)?;
-    let (_, text, manifest, _) = crate::jobs::risk::run(&session, &playbook).await?;
-    write!(stdout, "\n{text}")?;
-    writeln!(stdout, "published run {} (output.deal_risk, deal_risk_flags)", manifest.run_id)?;
+    writeln!(stdout)?;
+    jobs::risk_in(&session, &crate::jobs::risk::load(None)?, stdout).await?;
     // Monthly performance loop: the KPI hierarchy and the leadership report.
+    writeln!(stdout)?;
     let (job, catalog) = crate::jobs::kpi::load(None, None)?;
-    let result = super::jobs::kpis_with_report(&session, &job, &catalog, 1, false).await?;
-    write!(stdout, "\n{}", result.text)?;
-    writeln!(stdout, "published run {} (output.kpi_values, kpi_interventions, kpi_units)", result.manifest.run_id)?;
+    jobs::kpis_in(&session, &job, &catalog, 1, false, stdout).await?;
     Ok(())
 }
 

@@ -24,7 +24,19 @@ pub async fn funnel(
 ) -> Result<()> {
     let session = crate::outputs::open_session(lake, AsOf(as_of)).await?;
     let declared = crate::jobs::funnel::load(journeys)?;
-    let (_, text, manifest) = crate::jobs::funnel::run(&session, &declared, journey, by, cal).await?;
+    funnel_in(&session, &declared, journey, by, cal, out).await
+}
+
+/// Runs the funnels in an open session and prints the summary and the published run.
+pub async fn funnel_in(
+    session: &LakeSession,
+    declared: &[crate::jobs::funnel::Journey],
+    journey: Option<&str>,
+    by: &[String],
+    cal: &Calendar,
+    out: &mut dyn Write,
+) -> Result<()> {
+    let (_, text, manifest) = crate::jobs::funnel::run(session, declared, journey, by, cal).await?;
     write!(out, "{text}")?;
     writeln!(
         out,
@@ -46,7 +58,19 @@ pub async fn kpis(
     let session = crate::outputs::open_session(lake, AsOf(Some(as_of))).await?;
     refuse_broken(&session, lake)?;
     let (job, catalog) = crate::jobs::kpi::load(job, catalog)?;
-    let result = kpis_with_report(&session, &job, &catalog, fiscal_year_start, week_starts_sunday).await?;
+    kpis_in(&session, &job, &catalog, fiscal_year_start, week_starts_sunday, out).await
+}
+
+/// Runs the KPI job with the report in an open session and prints the summary and the run.
+pub async fn kpis_in(
+    session: &LakeSession,
+    job: &Job,
+    catalog: &Catalog,
+    fiscal_year_start: u32,
+    week_starts_sunday: bool,
+    out: &mut dyn Write,
+) -> Result<()> {
+    let result = kpis_with_report(session, job, catalog, fiscal_year_start, week_starts_sunday).await?;
     write!(out, "{}", result.text)?;
     writeln!(out, "published run {} (output.kpi_values, kpi_interventions, kpi_units)", result.manifest.run_id)?;
     Ok(())
@@ -54,7 +78,7 @@ pub async fn kpis(
 
 /// The monthly KPI job with the leadership report in the same run: KPI tables, then the report
 /// views, then one commit and the log append.
-pub async fn kpis_with_report(
+async fn kpis_with_report(
     session: &LakeSession,
     job: &Job,
     catalog: &Catalog,
@@ -70,7 +94,12 @@ pub async fn risk(lake: &Lake, as_of: NaiveDate, playbook: Option<&Path>, out: &
     let session = crate::outputs::open_session(lake, AsOf(Some(as_of))).await?;
     refuse_broken(&session, lake)?;
     let playbook = crate::jobs::risk::load(playbook)?;
-    let (_, text, manifest, _) = crate::jobs::risk::run(&session, &playbook).await?;
+    risk_in(&session, &playbook, out).await
+}
+
+/// Runs deal risk in an open session and prints the summary and the published run.
+pub async fn risk_in(session: &LakeSession, playbook: &crate::jobs::risk::Playbook, out: &mut dyn Write) -> Result<()> {
+    let (_, text, manifest, _) = crate::jobs::risk::run(session, playbook).await?;
     write!(out, "{text}")?;
     writeln!(out, "published run {} (output.deal_risk, deal_risk_flags)", manifest.run_id)?;
     Ok(())

@@ -22,7 +22,12 @@ pub async fn generate(lake: &Lake, opts: &GenerateOptions, out: &mut dyn Write) 
 
 pub async fn validate(lake: &Lake, as_of: Option<NaiveDate>, out: &mut dyn Write) -> Result<()> {
     let session = crate::outputs::open_session(lake, AsOf(as_of)).await?;
-    let report = crate::quality::run(&session).await?;
+    validate_in(&session, out).await
+}
+
+/// Validates in an open session and prints the findings and the published run.
+pub async fn validate_in(session: &crate::layers::LakeSession, out: &mut dyn Write) -> Result<()> {
+    let report = crate::quality::run(session).await?;
     write!(out, "{}", crate::quality::summary(&report.findings))?;
     writeln!(out, "published run {} (output.data_quality, as of {})", report.manifest.run_id, report.manifest.as_of)?;
     Ok(())

@@ -13,7 +13,7 @@ use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTable
 use crate::error::Result;
 use crate::lake::Lake;
 use crate::layers::LakeSession;
-use crate::outputs::run_writer::{Manifest, RUNS_DIR, TableEntry};
+use crate::outputs::run_writer::{FileEntry, Manifest, RUNS_DIR, TableEntry};
 
 /// Every committed run, oldest first. A manifest that does not parse is skipped with a warning:
 /// it cannot be a complete commit (puts are atomic), so it is somebody else's file.
@@ -32,6 +32,19 @@ pub async fn committed_runs(lake: &Lake) -> Result<Vec<Manifest>> {
     }
     runs.sort_by(|a, b| a.committed_at.cmp(&b.committed_at).then(a.run_id.cmp(&b.run_id)));
     Ok(runs)
+}
+
+/// The newest committed run of `job` for the as-of date `as_of` (a date or "latest").
+pub fn latest_run<'a>(runs: &'a [Manifest], job: &str, as_of: &str) -> Option<&'a Manifest> {
+    runs.iter().rev().find(|m| m.job == job && m.as_of == as_of)
+}
+
+/// The file of `table` in the newest committed run of `job` for `as_of` that wrote that table.
+pub fn latest_table_file<'a>(runs: &'a [Manifest], job: &str, table: &str, as_of: &str) -> Option<&'a FileEntry> {
+    runs.iter()
+        .rev()
+        .filter(|m| m.job == job && m.as_of == as_of)
+        .find_map(|m| m.tables.iter().find(|t| t.name == table).and_then(|t| t.files.first()))
 }
 
 /// The files readers see for each output table: per as-of date, those of the newest committed run.

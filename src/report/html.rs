@@ -205,9 +205,11 @@ fn environment() -> Environment<'static> {
 
 /// One HTML view.
 pub fn html(input: &Input, view: &View) -> String {
+    static ENV: std::sync::OnceLock<Environment<'static>> = std::sync::OnceLock::new();
     let page = page(input, view);
-    let env = environment();
-    let mut out = env
+    // Parsed once per process, not once per view (a KPI run renders one view per manager).
+    let mut out = ENV
+        .get_or_init(environment)
         .get_template("report.html")
         .and_then(|t| t.render(&page))
         .expect("the report template renders its own page model (names are checked by the tests)");

@@ -4,11 +4,15 @@
 use crate::error::Result;
 use crate::layers::LakeSession;
 use crate::layers::columns::{floats, strings};
+use crate::outputs::Manifest;
+use crate::outputs::registry::{latest_run, latest_table_file};
 
 /// The funnel charts and bottleneck sentences of the latest funnel run for this as-of date.
-pub async fn funnel_artifacts(session: &LakeSession) -> Result<(Vec<(String, String)>, Vec<String>)> {
-    let runs = crate::outputs::registry::committed_runs(&session.lake).await?;
-    let Some(run) = runs.iter().rev().find(|m| m.job == "funnel" && m.as_of == session.as_of.label()) else {
+pub async fn funnel_artifacts(
+    session: &LakeSession,
+    runs: &[Manifest],
+) -> Result<(Vec<(String, String)>, Vec<String>)> {
+    let Some(run) = latest_run(runs, "funnel", &session.as_of.label()) else {
         return Ok((Vec::new(), Vec::new()));
     };
     let (mut charts, mut bottlenecks) = (Vec::new(), Vec::new());
@@ -39,14 +43,8 @@ pub struct RiskLine {
 }
 
 /// The deals of the latest deal-risk run for this as-of date (none when it has not run).
-pub async fn risk_lines(session: &LakeSession) -> Result<Vec<RiskLine>> {
-    let runs = crate::outputs::registry::committed_runs(&session.lake).await?;
-    let Some(file) = runs
-        .iter()
-        .rev()
-        .filter(|m| m.job == "deal_risk" && m.as_of == session.as_of.label())
-        .find_map(|m| m.tables.iter().find(|t| t.name == "deal_risk").and_then(|t| t.files.first()))
-    else {
+pub async fn risk_lines(session: &LakeSession, runs: &[Manifest]) -> Result<Vec<RiskLine>> {
+    let Some(file) = latest_table_file(runs, "deal_risk", "deal_risk", &session.as_of.label()) else {
         return Ok(Vec::new());
     };
     let url = session.lake.listing_url(&file.path)?;

@@ -48,8 +48,10 @@ pub async fn publish(
     prepared: &mut Prepared,
     catalog: &Catalog,
 ) -> Result<(Vec<String>, String)> {
-    let (funnels, bottlenecks) = inputs::funnel_artifacts(session).await?;
-    let risk = inputs::risk_lines(session).await?;
+    // One read of the manifests for both inputs.
+    let runs = crate::outputs::registry::committed_runs(&session.lake).await?;
+    let (funnels, bottlenecks) = inputs::funnel_artifacts(session, &runs).await?;
+    let risk = inputs::risk_lines(session, &runs).await?;
     let run_id = prepared.run.run_id().to_string();
     let input = Input {
         as_of: prepared.as_of,

@@ -14,7 +14,9 @@ use crate::jobs::kpi::catalog::{Card, Catalog, Job, Kpi};
 use crate::jobs::kpi::model::{Cell, Unit, fmt_value};
 use crate::layers::LakeSession;
 use crate::layers::columns::strings;
+use crate::outputs::Manifest;
 use crate::outputs::decision_log::{Record, record_id};
+use crate::outputs::registry::{committed_runs, latest_table_file};
 
 pub const LEADERSHIP: &str = "leadership";
 
@@ -48,20 +50,16 @@ fn head(units: &HashMap<&str, &Unit>, id: Option<&str>) -> Option<(Option<String
 }
 
 /// Data-quality findings on the tables a KPI reads, from this as-of date's latest validate run.
-/// Read from the committed runs, not the session's snapshot of `output`, so a validate run made
-/// earlier in the same cadence counts; "run validate first" is said only when none exists.
-pub async fn dq_context(session: &LakeSession, kpi: &Kpi) -> String {
+/// Read from the committed runs (`runs`, read once per plan), not the session's snapshot of
+/// `output`, so a validate run made earlier in the same cadence counts; "run validate first" is
+/// said only when none exists.
+pub async fn dq_context(session: &LakeSession, runs: &Result<Vec<Manifest>>, kpi: &Kpi) -> String {
     let label = session.as_of.label();
-    let runs = match crate::outputs::registry::committed_runs(&session.lake).await {
+    let runs = match runs {
         Ok(runs) => runs,
         Err(e) => return format!("the run manifests could not be read ({e})"),
     };
-    let Some(file) = runs
-        .iter()
-        .rev()
-        .filter(|m| m.job == "validate" && m.as_of == label)
-        .find_map(|m| m.tables.iter().find(|t| t.name == "data_quality").and_then(|t| t.files.first()))
-    else {
+    let Some(file) = latest_table_file(runs, "validate", "data_quality", &label) else {
         return format!("no validate run for {label}: run `gtm-loop validate --as-of {label}` first");
     };
     match count_findings(session, &file.path, &kpi.needs).await {
@@ -130,6 +128,8 @@ pub async fn plan(
 ) -> Vec<Intervention> {
     let by_id: HashMap<&str, &Unit> = units.iter().map(|u| (u.id.as_str(), u)).collect();
     let company = head(&by_id, Some("company"));
+    // The run manifests, read the first time a diagnose-first cell needs them.
+    let mut manifests: Option<Result<Vec<Manifest>>> = None;
     let mut out = Vec::new();
     for kpi in catalog.kpis.iter().filter(|k| k.primary) {
         let Some(card) = &kpi.card else { continue };
@@ -151,7 +151,13 @@ pub async fn plan(
                     systemic.insert((c.level.clone(), c.parent_unit_id.clone()));
                     continue;
                 }
-                "diagnose_first" if dq.is_none() => dq = Some(dq_context(session, kpi).await),
+                "diagnose_first" if dq.is_none() => {
+                    if manifests.is_none() {
+                        manifests = Some(committed_runs(&session.lake).await);
+                    }
+                    let runs = manifests.as_ref().expect("just read");
+                    dq = Some(dq_context(session, runs, kpi).await);
+                }
                 _ => {}
             }
             if let Some(iv) = r.for_unit(c, dq.as_deref().unwrap_or("")) {
