@@ -83,7 +83,8 @@ pub async fn tables(session: &LakeSession) -> Result<String> {
         let mut names = provider.table_names();
         names.sort();
         for name in names {
-            let count = session.ctx.sql(&format!("SELECT COUNT(*) FROM {schema}.\"{name}\"")).await?.count().await?;
+            // DataFrame::count counts the rows of the frame: of the table, not of a COUNT(*) query.
+            let count = session.ctx.sql(&format!("SELECT * FROM {schema}.\"{name}\"")).await?.count().await?;
             let status = if schema == &"output" {
                 String::new()
             } else {

@@ -81,6 +81,7 @@ pub async fn inconsistent_spelling(cx: &TableCheck<'_>, col: &Column, out: &mut 
         let norm: String = r[0].chars().filter(|ch| ch.is_alphanumeric()).flat_map(char::to_lowercase).collect();
         groups.entry(norm).or_default().push((r[0].clone(), r[1].parse().unwrap_or(0)));
     }
+    near_duplicates(cx, col, &groups, out);
     for mut group in groups.into_values().filter(|g| g.len() > 1) {
         group.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
         let minority: i64 = group.iter().skip(1).map(|g| g.1).sum();
@@ -96,6 +97,46 @@ pub async fn inconsistent_spelling(cx: &TableCheck<'_>, col: &Column, out: &mut 
         });
     }
     Ok(())
+}
+
+/// Near-duplicate spellings ('Sofware' beside 'Software'): a rare category within edit distance 1
+/// (2 for names of 9 letters or more) of a category at least five times as common. Short names
+/// (under 5 letters: SMB, SME) are skipped, and so are columns of more than 300 categories.
+fn near_duplicates(
+    cx: &TableCheck<'_>,
+    col: &Column,
+    groups: &std::collections::BTreeMap<String, Vec<(String, i64)>>,
+    out: &mut Vec<Finding>,
+) {
+    if groups.len() > 300 {
+        return;
+    }
+    // Each normalised category with its most common spelling and total count.
+    let mut cats: Vec<(&str, &str, i64)> = groups
+        .iter()
+        .map(|(norm, g)| {
+            let top = g.iter().max_by(|a, b| a.1.cmp(&b.1).then(b.0.cmp(&a.0))).expect("non-empty group");
+            (norm.as_str(), top.0.as_str(), g.iter().map(|x| x.1).sum())
+        })
+        .collect();
+    cats.sort_by(|a, b| b.2.cmp(&a.2).then(a.0.cmp(b.0)));
+    for (i, &(norm, spelling, n)) in cats.iter().enumerate() {
+        let letters = norm.chars().count();
+        if letters < 5 {
+            continue;
+        }
+        let limit = if letters >= 9 { 2 } else { 1 };
+        let dominant =
+            cats[..i].iter().find(|&&(other, _, m)| m >= 5 * n && strsim::damerau_levenshtein(norm, other) <= limit);
+        if let Some(&(_, right, m)) = dominant {
+            out.push(Finding {
+                examples: vec![spelling.to_string()],
+                detail: format!("'{spelling}' ({n}) looks like a misspelling of '{right}' ({m})"),
+                fix: format!("correct '{spelling}' to '{right}' in the source, or map it in an import mapping"),
+                ..cx.finding(Some(&col.name), "near_duplicate_spelling", Severity::Warning, n, cx.total)
+            });
+        }
+    }
 }
 
 pub async fn negative(cx: &TableCheck<'_>, col: &Column, out: &mut Vec<Finding>) -> Result<()> {
@@ -131,7 +172,7 @@ pub async fn future_date(cx: &TableCheck<'_>, col: &Column, out: &mut Vec<Findin
         Some(d) if d > chrono::Utc::now().date_naive() => session.as_of.end_literal(),
         _ => "CAST(now() AS TIMESTAMP)".to_string(),
     };
-    let conformed = crate::layers::known::conformed_sql(cx.landed);
+    let conformed = crate::layers::known::conformed_sql(cx.landed, &[]);
     let sql = format!(
         "SELECT {}, CAST({c} AS VARCHAR) FROM {conformed} AS t WHERE CAST({c} AS TIMESTAMP) > {limit} ORDER BY 1",
         cx.key_expr

@@ -91,6 +91,14 @@ pub struct Severity {
     pub systemic_share: f64,
     pub sharp_drop: f64,
     pub volume_change: f64,
+    /// The sample an average (a ratio KPI that is not a rate of counts) needs before a value below
+    /// target is called a miss (20 when a job file does not say).
+    #[serde(default = "default_min_judge_n")]
+    pub min_judge_n: i64,
+}
+
+fn default_min_judge_n() -> i64 {
+    20
 }
 
 #[derive(Debug, Clone, Deserialize)]

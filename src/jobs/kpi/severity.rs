@@ -121,8 +121,18 @@ pub(super) fn series_cells(
         } else if !enough(&cell) {
             ("not_enough_data", format!("n={n} below the KPI's min_n={}", kpi.min_n))
         } else if let (Some(v), Some(t)) = (value, target) {
-            cell.miss = misses(kpi, v, t, target_high);
-            if !cell.miss { ("on_track", String::new()) } else { classify(kpi, &cell, prev.as_ref(), &out, sev) }
+            let point_miss = misses(kpi, v, t, target_high);
+            match unclear_miss(kpi, &cell, t, target_high, sev) {
+                Some(why) if point_miss => ("not_enough_data", why),
+                _ => {
+                    cell.miss = point_miss;
+                    if !cell.miss {
+                        ("on_track", String::new())
+                    } else {
+                        classify(kpi, &cell, prev.as_ref(), &out, sev)
+                    }
+                }
+            }
         } else {
             ("no_target", format!("fewer than {} earlier periods to set a historical target", sev.min_history))
         };
@@ -131,6 +141,40 @@ pub(super) fn series_cells(
         out.push(cell);
     }
     out
+}
+
+/// Why a point below target is not yet a miss, if it is not: for a rate of counts, its 95% Wilson
+/// interval still reaches the target; for an average (a ratio of sums), fewer than `min_judge_n`
+/// deals or activities. Totals are facts, not samples: their misses stand.
+fn unclear_miss(kpi: &Kpi, cell: &Cell, target: f64, target_high: Option<f64>, sev: &Severity) -> Option<String> {
+    let v = cell.value?;
+    if kpi.rate {
+        let (lo, hi) = (cell.ci_low?, cell.ci_high?);
+        let clear = match (kpi.target, kpi.direction) {
+            (Target::Band { .. }, _) => hi < target || target_high.is_some_and(|h| lo > h),
+            (_, Direction::Higher) => hi < target,
+            (_, Direction::Lower) => lo > target,
+        };
+        return (!clear).then(|| {
+            format!(
+                "{} against a target of {}, but its 95% interval {}-{} (n={}) includes the target: not enough evidence of a miss",
+                fmt_value(&kpi.unit, v),
+                fmt_value(&kpi.unit, target),
+                fmt_value(&kpi.unit, lo),
+                fmt_value(&kpi.unit, hi),
+                cell.n
+            )
+        });
+    }
+    (kpi.kind == Kind::Ratio && cell.n < sev.min_judge_n).then(|| {
+        format!(
+            "{} against a target of {}, on n={} (a miss of an average needs n >= {}): not enough evidence of a miss",
+            fmt_value(&kpi.unit, v),
+            fmt_value(&kpi.unit, target),
+            cell.n,
+            sev.min_judge_n
+        )
+    })
 }
 
 /// A miss becomes diagnose_first, coaching or observe (systemic is decided across units later).
