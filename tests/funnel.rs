@@ -172,25 +172,12 @@ fn olist_conversion_and_days_to_close_by_origin() {
     let dir = tempdir();
     let lake = dir.path();
     assert_eq!(run(lake, &["import", "olist_marketing_funnel", "--source", src.to_str().unwrap()]).code, 0);
-    let journeys = write(
-        lake,
-        "olist.toml",
-        r#"
-[[journeys]]
-name = "mql_to_seller"
-unit = "lead"
-default_window_days = 430
-entities = "SELECT id AS entity_id, created_date AS entered_at, lead_source AS origin FROM staging.lead"
-[[journeys.steps]]
-name = "MQL"
-reached = "SELECT id AS entity_id, created_date AS reached_at FROM staging.lead"
-[[journeys.steps]]
-name = "Won"
-reached = "SELECT l.id AS entity_id, h.created_date AS reached_at FROM staging.lead l JOIN staging.opportunity_history h ON h.opportunity_id = l.converted_opportunity_id WHERE h.stage_name = 'Closed Won'"
-"#,
-    );
-    let r = run(lake, &["funnel", "--as-of", "2018-12-31", "--journeys", journeys.to_str().unwrap()]);
+    // The mapping ships its journey (MQL -> closed deal by origin) in the lake's lake.toml: no
+    // journey file on the command line.
+    assert!(lake.join("lake.toml").is_file());
+    let r = run(lake, &["funnel", "--as-of", "2018-12-31"]);
     assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stdout.contains("journey mql_to_deal") && !r.stdout.contains("journey sales_led"), "{}", r.stdout);
     let all = steps(lake, "2018-12-31", "(all)");
     // 842 won, but one was won before its first contact: 841 ordered conversions, 1 out of order.
     assert_eq!((f(&all[0], "entered"), f(&all[0], "converted"), f(&all[0], "out_of_order")), (8000.0, 841.0, 1.0));

@@ -1,18 +1,18 @@
 -- One row per deal as it stood on the run date (staging.opportunity), with what the KPIs ask of
--- it: the source class of its pipeline, how many stakeholders it has, whether it had a discovery
+-- it: the source class of its pipeline and its deal type (the lake profile's concepts), how many stakeholders it has, whether it had a discovery
 -- meeting and a demo, and its cycle length. Amounts are summed as landed: validate flags deals in
 -- another currency (mixed_currency), and no FX rate table is in the contract yet.
 WITH roles AS (
   SELECT opportunity_id,
     COUNT(DISTINCT contact_id) AS contacts,
-    MAX(CASE WHEN lower(role) = 'economic buyer' THEN 1 ELSE 0 END) AS has_economic_buyer
+    MAX(CASE WHEN stakeholder_role = 'economic_buyer' THEN 1 ELSE 0 END) AS has_economic_buyer
   FROM staging.opportunity_contact_role
   GROUP BY opportunity_id
 ),
 meetings AS (
   SELECT what_id AS opportunity_id,
-    MAX(CASE WHEN lower(type) = 'discovery' THEN 1 ELSE 0 END) AS had_discovery,
-    MAX(CASE WHEN lower(type) = 'demo' THEN 1 ELSE 0 END) AS had_demo
+    MAX(CASE WHEN meeting_kind = 'discovery' THEN 1 ELSE 0 END) AS had_discovery,
+    MAX(CASE WHEN meeting_kind = 'demo' THEN 1 ELSE 0 END) AS had_demo
   FROM staging.event
   GROUP BY what_id
 )
@@ -33,12 +33,8 @@ SELECT
   CASE WHEN o.is_closed AND o.close_date >= CAST(o.created_date AS DATE)
        THEN CAST(date_part('day', CAST(o.close_date AS TIMESTAMP) - date_trunc('day', o.created_date)) AS DOUBLE) END AS cycle_days,
   o.lead_source,
-  CASE
-    WHEN o.lead_source IS NULL OR trim(o.lead_source) = '' THEN '(unknown)'
-    WHEN lower(trim(o.lead_source)) IN ('outbound', 'seller', 'sales', 'cold call', 'prospecting') THEN 'seller'
-    WHEN lower(trim(o.lead_source)) IN ('partner', 'referral', 'partner referral', 'reseller') THEN 'partner'
-    ELSE 'marketing'
-  END AS source_class,
+  COALESCE(o.source_class, '(unknown)') AS source_class,
+  o.deal_type,
   COALESCE(r.contacts, 0) AS contacts,
   COALESCE(r.has_economic_buyer, 0) = 1 AS has_economic_buyer,
   COALESCE(m.had_discovery, 0) = 1 AS had_discovery,

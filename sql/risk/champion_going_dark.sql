@@ -5,7 +5,7 @@
 -- one), or answers slowly (mean recent reply lag >= {{param:min_lag_days}} days and >=
 -- {{param:lag_ratio}} x the earlier one). A champion who was always quiet never fires: the earlier engagement is required.
 WITH champ AS (
-  SELECT DISTINCT opportunity_id, contact_id FROM staging.opportunity_contact_role WHERE lower(role) = 'champion'
+  SELECT DISTINCT opportunity_id, contact_id FROM staging.opportunity_contact_role WHERE stakeholder_role = 'champion'
 ),
 msg AS (
   SELECT c.opportunity_id, c.contact_id, t.direction, t.created_date

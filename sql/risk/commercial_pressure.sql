@@ -16,7 +16,7 @@ changes AS (
 asks AS (
   SELECT opportunity_id, COUNT(*) AS discount_asks
   FROM staging.tracker_mention
-  WHERE (lower(tracker) = 'discount' OR lower(phrase) LIKE '%discount%')
+  WHERE topic = 'discount'
     AND mentioned_at >= {{as_of_end}} - INTERVAL '{{param:window_days}} days'
   GROUP BY opportunity_id
 ),

@@ -5,7 +5,7 @@ WITH m AS (
     CASE WHEN mentioned_at >= {{as_of_end}} - INTERVAL '{{param:window_days}} days' THEN 1 ELSE 0 END AS recent,
     CASE WHEN mentioned_at < {{as_of_end}} - INTERVAL '{{param:window_days}} days'
           AND mentioned_at >= {{as_of_end}} - INTERVAL '{{param:window_days}} days' - INTERVAL '{{param:window_days}} days' THEN 1 ELSE 0 END AS earlier
-  FROM staging.tracker_mention WHERE lower(tracker) = 'competitor'
+  FROM staging.tracker_mention WHERE topic = 'competitor'
 ),
 agg AS (
   SELECT opportunity_id, SUM(recent) AS recent, SUM(earlier) AS earlier,

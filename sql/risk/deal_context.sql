@@ -12,9 +12,9 @@ entered AS (
 ),
 people AS (
   SELECT r.opportunity_id,
-    MIN(CASE WHEN lower(r.role) = 'champion' THEN COALESCE(c.name, trim(COALESCE(c.first_name, '') || ' ' || COALESCE(c.last_name, ''))) END) AS champion_name,
-    MIN(CASE WHEN lower(r.role) = 'economic buyer' THEN COALESCE(c.name, trim(COALESCE(c.first_name, '') || ' ' || COALESCE(c.last_name, ''))) END) AS economic_buyer_name,
-    MIN(CASE WHEN lower(r.role) = 'technical buyer' THEN COALESCE(c.name, trim(COALESCE(c.first_name, '') || ' ' || COALESCE(c.last_name, ''))) END) AS technical_buyer_name,
+    MIN(CASE WHEN r.stakeholder_role = 'champion' THEN COALESCE(c.name, trim(COALESCE(c.first_name, '') || ' ' || COALESCE(c.last_name, ''))) END) AS champion_name,
+    MIN(CASE WHEN r.stakeholder_role = 'economic_buyer' THEN COALESCE(c.name, trim(COALESCE(c.first_name, '') || ' ' || COALESCE(c.last_name, ''))) END) AS economic_buyer_name,
+    MIN(CASE WHEN r.stakeholder_role = 'technical_buyer' THEN COALESCE(c.name, trim(COALESCE(c.first_name, '') || ' ' || COALESCE(c.last_name, ''))) END) AS technical_buyer_name,
     COUNT(DISTINCT r.contact_id) AS contacts
   FROM staging.opportunity_contact_role AS r
   LEFT JOIN staging.contact AS c ON c.id = r.contact_id

@@ -2,9 +2,9 @@
 -- calls ({{param:min_mentions}}+ in the last {{param:window_days}} days), or a technical buyer who
 -- has gone silent (outreach to them in that time, no reply).
 WITH t AS (
-  SELECT opportunity_id, COUNT(*) AS mentions, string_agg(DISTINCT lower(tracker), ', ') AS kinds
+  SELECT opportunity_id, COUNT(*) AS mentions, string_agg(DISTINCT topic, ', ') AS kinds
   FROM staging.tracker_mention
-  WHERE lower(tracker) IN ('security', 'integration', 'technical_blocker')
+  WHERE topic IN ('security', 'integration', 'technical_blocker')
     AND mentioned_at >= {{as_of_end}} - INTERVAL '{{param:window_days}} days'
   GROUP BY opportunity_id
 ),
@@ -14,7 +14,7 @@ tb AS (
     SUM(CASE WHEN k.direction = 'inbound' THEN 1 ELSE 0 END) AS in_n
   FROM staging.opportunity_contact_role AS r
   JOIN staging.task AS k ON k.what_id = r.opportunity_id AND k.who_id = r.contact_id
-  WHERE lower(r.role) = 'technical buyer' AND k.created_date >= {{as_of_end}} - INTERVAL '{{param:window_days}} days'
+  WHERE r.stakeholder_role = 'technical_buyer' AND k.created_date >= {{as_of_end}} - INTERVAL '{{param:window_days}} days'
   GROUP BY r.opportunity_id
 )
 SELECT c.opportunity_id, CAST(COALESCE(t.mentions, 0) AS DOUBLE) AS value,

@@ -2,11 +2,13 @@
 -- economic buyer, single-threaded, no discovery meeting logged, or key fields missing (amount,
 -- close date): poor data is itself a signal. Single-threading counts two points (one stakeholder
 -- is the classic reason deals stall and slip), the others one; fires at {{param:min_points}} points.
+-- A point whose data the lake does not hold (no contact roles, no stakeholder-role or meeting-kind
+-- rule in the lake profile) is not scored: absence of evidence is not evidence of absence.
 WITH s AS (
   SELECT c.opportunity_id, c.stage_name,
-    CASE WHEN NOT c.has_economic_buyer THEN 1 ELSE 0 END AS no_eb,
-    CASE WHEN c.contacts <= 1 THEN 1 ELSE 0 END AS single,
-    CASE WHEN NOT COALESCE(d.had_discovery, false) THEN 1 ELSE 0 END AS no_discovery,
+    CASE WHEN {{provides:stakeholder_role}} AND NOT c.has_economic_buyer THEN 1 ELSE 0 END AS no_eb,
+    CASE WHEN {{landed:opportunity_contact_role.id}} AND c.contacts <= 1 THEN 1 ELSE 0 END AS single,
+    CASE WHEN {{provides:meeting_kind}} AND NOT COALESCE(d.had_discovery, false) THEN 1 ELSE 0 END AS no_discovery,
     CASE WHEN c.amount IS NULL OR c.close_date IS NULL THEN 1 ELSE 0 END AS missing_fields,
     c.contacts
   FROM mart.deal_context AS c LEFT JOIN mart.deal AS d ON d.id = c.opportunity_id

@@ -18,6 +18,7 @@ SELECT
   COALESCE(s.status, l.status) AS status,
   s.status_changed_at,
   l.lead_source,
+  l.source_class,
   l.industry,
   l.country,
   l.number_of_employees,
@@ -29,5 +30,5 @@ SELECT
   CASE WHEN l.converted_date < CAST({{as_of_end}} AS DATE) THEN l.converted_opportunity_id END AS converted_opportunity_id,
   l.created_date,
   l._version_exact
-FROM known.lead AS l
+FROM (SELECT *, {{concept:lead.source_class}} AS source_class FROM known.lead) AS l
 LEFT JOIN last_status AS s ON s.lead_id = l.id

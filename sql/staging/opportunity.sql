@@ -29,13 +29,16 @@ SELECT
   COALESCE(s.is_won, CASE WHEN h.opportunity_id IS NULL OR h.stage_name = o.stage_name THEN o.is_won END) AS is_won,
   s.sort_order AS stage_order,
   o.lead_source,
+  o.source_class,
+  o.deal_type,
   o.campaign_id,
   o.next_step,
   o.created_date,
   h.created_date AS last_changed_at,
   h.opportunity_id IS NOT NULL AS state_from_history,
   o._version_exact
-FROM known.opportunity AS o
+FROM (SELECT *, {{concept:opportunity.source_class}} AS source_class, {{concept:opportunity.deal_type}} AS deal_type
+      FROM known.opportunity) AS o
 LEFT JOIN last_change AS h ON h.opportunity_id = o.id
 LEFT JOIN known.opportunity_stage AS s
   ON s.master_label = CASE WHEN h.opportunity_id IS NULL OR NOT {{landed:opportunity_history.stage_name}} THEN o.stage_name ELSE h.stage_name END

@@ -97,7 +97,7 @@ pub async fn run(
         )
     };
     let work = async {
-        let (wide, _) = crate::jobs::funnel::entity_sql(&session, sales_led, &[]).await?;
+        let (wide, _, _) = crate::jobs::funnel::entity_sql(&session, sales_led, &[]).await?;
         let out = crate::cli::query::run(&session, &counts(wide)).await;
         crate::jobs::funnel::release_work(&session, sales_led)?;
         out

@@ -31,7 +31,7 @@ pub async fn run(lake: &Lake, as_of: Option<NaiveDate>, opportunities: u64, stdo
     lake_cmds::validate_in(&session, stdout).await?;
     // Monthly performance loop: journey funnels.
     writeln!(stdout)?;
-    let journeys = crate::jobs::funnel::load(None)?;
+    let journeys = crate::jobs::funnel::load_for(&session, None)?;
     jobs::funnel_in(&session, &journeys, None, &[], &Calendar::default(), stdout).await?;
     // Weekly execution loop: deal risk.
     writeln!(stdout)?;

@@ -23,7 +23,7 @@ pub async fn funnel(
     out: &mut dyn Write,
 ) -> Result<()> {
     let session = crate::outputs::open_session(lake, AsOf(as_of)).await?;
-    let declared = crate::jobs::funnel::load(journeys)?;
+    let declared = crate::jobs::funnel::load_for(&session, journeys)?;
     funnel_in(&session, &declared, journey, by, cal, out).await
 }
 

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use datafusion::datasource::file_format::csv::CsvFormat;
 use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig};
 use datafusion::prelude::SessionContext;
+use object_store::ObjectStoreExt;
 use serde::Deserialize;
 
 use crate::error::{Context, Error, Result};
@@ -29,7 +30,13 @@ pub struct Mapping {
     #[serde(default)]
     pub quirks: Vec<Quirk>,
     pub targets: Vec<Target>,
+    /// The lake profile that fits this export (concept rules, journeys), written to the lake's
+    /// `lake.toml` by the import unless the lake already has one of its own.
+    pub lake_profile: Option<String>,
 }
+
+/// The first line of a lake.toml the import wrote (and may rewrite); a user's own file lacks it.
+const WRITTEN_BY_IMPORT: &str = "# Written by `gtm-loop import`";
 
 /// A file of the export, registered for the target SQL under `name`; every column is read as text.
 #[derive(Debug, Clone, Deserialize)]
@@ -93,6 +100,9 @@ impl Mapping {
                     ),
                 });
             }
+        }
+        if let Some(text) = &mapping.lake_profile {
+            crate::lake::profile::Profile::parse(&format!("{file} (lake_profile)"), text)?;
         }
         Ok(mapping)
     }
@@ -188,6 +198,23 @@ pub async fn import(lake: &Lake, mapping_name: &str, source_dir: &Path) -> Resul
         let bytes = crate::lake::rowbuf::parquet_bytes(&batch)?;
         lake.put(&format!("{}/{}.parquet", table.path, mapping.name), bytes).await?;
         summary.push_str(&format!("  {:<28} {rows:>8} rows\n", target.table));
+    }
+    if let Some(text) = &mapping.lake_profile {
+        let own = match lake.store.get(&lake.path("lake.toml")).await {
+            Ok(got) => !String::from_utf8_lossy(&got.bytes().await?).starts_with(WRITTEN_BY_IMPORT),
+            Err(object_store::Error::NotFound { .. }) => false,
+            Err(e) => return Err(e.into()),
+        };
+        if own {
+            summary.push_str("lake.toml: the lake has its own profile; the mapping's was not written\n");
+        } else {
+            let body = format!(
+                "{WRITTEN_BY_IMPORT} from the mapping {}: this export's conventions and journeys.\n{text}",
+                mapping.name
+            );
+            lake.put("lake.toml", bytes::Bytes::from(body)).await?;
+            summary.push_str("lake.toml: the mapping's lake profile (its conventions and journeys)\n");
+        }
     }
     summary.push_str("quirks handled:\n");
     for q in &mapping.quirks {

@@ -7,6 +7,7 @@
 pub mod contract;
 pub mod import;
 pub mod inspect;
+pub mod profile;
 pub mod rowbuf;
 
 use std::sync::Arc;
@@ -31,6 +32,8 @@ pub struct Lake {
     root: Path,
     /// What the user typed, for messages.
     pub location: String,
+    /// A lake profile given on the command line (`--profile`), instead of `lake.toml` in the root.
+    pub profile_file: Option<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for Lake {
@@ -60,6 +63,7 @@ impl Lake {
                 store,
                 root,
                 location: location.to_string(),
+                profile_file: None,
             });
         }
         let mut url = Url::parse(location).map_err(|e| err(format!("not a URL: {e}")))?;
@@ -70,7 +74,7 @@ impl Lake {
         let root = Path::from_url_path(url.path()).map_err(|e| err(e.to_string()))?;
         let store_url =
             Url::parse(&format!("{}://{}", url.scheme(), url.authority())).map_err(|e| err(e.to_string()))?;
-        Ok(Lake { url, store_url, store, root, location: location.to_string() })
+        Ok(Lake { url, store_url, store, root, location: location.to_string(), profile_file: None })
     }
 
     /// The object path of `rel` (a `/`-separated path under the lake root).

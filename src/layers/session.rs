@@ -11,6 +11,7 @@ use crate::error::{ContractProblem, Error, Result};
 use crate::lake::Lake;
 use crate::lake::contract::Contract;
 use crate::lake::inspect::{Landed, inspect};
+use crate::lake::profile::{CONCEPTS, Profile, concept_def, concept_sql};
 use crate::layers::{AsOf, SCHEMAS, known, marts, org, raw, staging};
 
 /// A SQL session over a lake as of a date: every layer registered by name.
@@ -19,6 +20,8 @@ pub struct LakeSession {
     pub lake: Lake,
     pub as_of: AsOf,
     pub landed: Vec<Landed>,
+    /// The lake's conventions (lake.toml or --profile over data/profiles/default.toml).
+    pub profile: Profile,
 }
 
 impl LakeSession {
@@ -29,6 +32,7 @@ impl LakeSession {
     pub async fn open_layers(lake: &Lake, as_of: AsOf) -> Result<LakeSession> {
         let contract = Contract::builtin();
         let landed = inspect(lake, contract).await?;
+        let profile = Profile::load(lake, lake.profile_file.as_deref()).await?;
         let config = SessionConfig::new()
             .with_default_catalog_and_schema("datafusion", "staging")
             .with_information_schema(true)
@@ -47,7 +51,7 @@ impl LakeSession {
         for (schema, _) in SCHEMAS {
             catalog.register_schema(schema, Arc::new(MemorySchemaProvider::new()))?;
         }
-        let session = LakeSession { ctx, lake: lake.clone(), as_of, landed };
+        let session = LakeSession { ctx, lake: lake.clone(), as_of, landed, profile };
         for landed in &session.landed {
             raw::register(&session, landed).await?;
             known::register(&session, landed).await?;
@@ -96,7 +100,52 @@ impl LakeSession {
             let landed = self.landed(table).is_some_and(|l| l.field(column).is_some());
             sql.replace_range(start..start + len + 2, if landed { "TRUE" } else { "FALSE" });
         }
+        // {{provides:id}}: whether the lake provides that concept.
+        while let Some(start) = sql.find("{{provides:") {
+            let Some(len) = sql[start..].find("}}") else { break };
+            let id = sql[start + 11..start + len].to_string();
+            sql.replace_range(start..start + len + 2, if self.provides(&id) { "TRUE" } else { "FALSE" });
+        }
+        // {{concept:table.id}}: the lake profile's rules for that concept over the table's columns.
+        while let Some(start) = sql.find("{{concept:") {
+            let Some(len) = sql[start..].find("}}") else { break };
+            let spec = sql[start + 10..start + len].to_string();
+            let (table, id) = spec.split_once('.').unwrap_or(("", &spec));
+            let expr = concept_sql(&self.profile, id, |col| self.landed(table).is_some_and(|l| l.field(col).is_some()));
+            sql.replace_range(start..start + len + 2, &format!("({expr})"));
+        }
         sql
+    }
+
+    /// Whether the lake provides a concept: a profile rule reads a column of a landed table.
+    pub fn provides(&self, concept: &str) -> bool {
+        let Some(def) = concept_def(concept) else { return false };
+        def.tables.iter().any(|t| {
+            self.landed(t).is_some_and(|l| {
+                l.present() && self.profile.rules(concept).iter().any(|r| l.field(&r.column).is_some())
+            })
+        })
+    }
+
+    /// What of `needs` the lake lacks, each said with how to get it. A need is a contract table
+    /// ("task") or a concept of the lake profile ("concept:task_direction").
+    pub fn missing(&self, needs: &[String]) -> Vec<String> {
+        needs
+            .iter()
+            .filter_map(|need| match need.strip_prefix("concept:") {
+                Some(id) if !self.provides(id) => Some(match concept_def(id) {
+                    Some(def) => format!(
+                        "{} (no rule of the lake profile reads a landed column of {}; set [[concept.{id}]] in lake.toml)",
+                        def.meaning.split(':').next().unwrap_or(id),
+                        def.tables.join(" or ")
+                    ),
+                    None => format!("{id} (not a concept; known: {})", CONCEPTS.iter().map(|c| c.id).collect::<Vec<_>>().join(", ")),
+                }),
+                Some(_) => None,
+                None if need == "opportunity_stage" && !self.profile.stages.is_empty() => None,
+                None => (!self.landed(need).is_some_and(|l| l.present())).then(|| format!("{need} (not landed)")),
+            })
+            .collect()
     }
 }
 

@@ -52,6 +52,19 @@ pub fn missing_optional(cx: &TableCheck<'_>) -> Vec<Finding> {
         .missing_optional
         .iter()
         .map(|col| {
+            if cx.table.known_at.as_deref() == Some(col.as_str()) {
+                return info(
+                    cx.table,
+                    Some(col),
+                    "not_time_travelled",
+                    cx.total,
+                    format!(
+                        "{col} not landed: every row is read as known from the start, so as-of runs see today's {} rows (not time-travelled)",
+                        cx.table.name
+                    ),
+                    format!("add {col} to the connector's column selection to time-travel {}", cx.table.name),
+                );
+            }
             info(
                 cx.table,
                 Some(col),

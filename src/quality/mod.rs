@@ -3,8 +3,10 @@
 //!
 //! One file per check family: `landing` (what landed and what did not), `keys` (duplicates,
 //! orphans, duplicate entities), `values` (parsing, nulls, spellings, signs, dates, currencies),
-//! `rules` (the contract's declared row rules and time-travel exactness).
+//! `rules` (the contract's declared row rules and time-travel exactness), `concepts` (what the lake
+//! profile's rules find in this lake).
 
+mod concepts;
 mod keys;
 mod landing;
 mod rules;
@@ -206,6 +208,7 @@ pub async fn check_all(session: &LakeSession) -> Result<Vec<Finding>> {
         rules::not_time_travelled(&cx, &mut out).await?;
         session.ctx.deregister_table(format!("validate_cache.{}", table.name))?;
     }
+    out.extend(concepts::coverage(session).await?);
     progress.finish_and_clear();
     Ok(out)
 }

@@ -241,7 +241,7 @@ fn page(input: &Input, view: &View) -> Page {
         skipped: input
             .skipped
             .iter()
-            .map(|(id, tables)| Skipped { id: id.clone(), tables: tables.join(", ") })
+            .map(|(id, tables)| Skipped { id: id.clone(), tables: tables.join("; ") })
             .collect(),
         definitions: input
             .catalog

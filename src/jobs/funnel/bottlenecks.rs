@@ -32,6 +32,46 @@ pub struct Bottleneck {
 /// Cells needing at least this many entities before they are tested against their peers.
 const MIN_CELL: i64 = 30;
 
+/// Breakdown columns whose value looks set by the outcome itself (leakage), with the reason: at
+/// some step most entities do not convert (at most half), yet one value of the column holding at
+/// least MIN_CELL entities converts at 90% or more. A lead's owner team that Salesforce reassigns
+/// on conversion, or a product known only once a deal exists, show this way; a real channel or
+/// segment effect almost never does. Such columns are kept in funnel_breakdown for analysts but
+/// refused as bottleneck findings, and the run says why.
+pub fn leaky_dimensions(rows: &[StepRow]) -> Vec<(String, String, String)> {
+    let mut out: Vec<(String, String, String)> = Vec::new();
+    for all in rows.iter().filter(|r| r.dimension == "(all)") {
+        let Some(rate) = all.rate.filter(|r| *r <= 0.5) else { continue };
+        let pure = rows.iter().find(|r| {
+            r.journey == all.journey
+                && r.step_index == all.step_index
+                && r.dimension != "(all)"
+                && r.entered >= MIN_CELL
+                && r.rate.is_some_and(|x| x >= 0.9)
+                && !out.iter().any(|(j, d, _)| *j == r.journey && *d == r.dimension)
+        });
+        if let Some(cell) = pure {
+            out.push((
+                cell.journey.clone(),
+                cell.dimension.clone(),
+                format!(
+                    "breakdown {} refused as a finding (leakage): {} = {} converts {:.1}% ({} of {}) at {} -> {} where the step converts {:.1}%; its value is likely set by the conversion itself",
+                    cell.dimension,
+                    cell.dimension,
+                    cell.value,
+                    100.0 * cell.rate.unwrap_or(0.0),
+                    cell.converted.unwrap_or(0),
+                    cell.entered,
+                    cell.step,
+                    cell.next_step.as_deref().unwrap_or("-"),
+                    100.0 * rate
+                ),
+            ));
+        }
+    }
+    out
+}
+
 /// Peers: each breakdown cell against the rest of its step (two-proportion test, Holm over all
 /// cells). Own past: significant drops from the period comparison. Worst (most negative z) first.
 pub fn bottlenecks(rows: &[StepRow], periods: &[PeriodRow]) -> Vec<Bottleneck> {

@@ -14,7 +14,7 @@ use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use serde::Deserialize;
 
-use bottlenecks::{bottleneck_batch, bottleneck_schema, bottlenecks};
+use bottlenecks::{bottleneck_batch, bottleneck_schema, bottlenecks, leaky_dimensions};
 use chart::funnel_svg;
 use cohorts::{CohortRow, cohort_batch, cohort_schema, cohort_table};
 use periods::{PeriodRow, holm, period_batch, period_comparison, period_schema, period_summary};
@@ -58,17 +58,49 @@ pub struct JourneyStep {
     /// SQL returning entity_id, reached_at.
     pub reached: String,
     pub window_days: Option<u32>,
+    /// Tables and lake-profile concepts the step reads: when one is missing the step is skipped
+    /// (said in the output) and conversions run from the previous present step.
+    #[serde(default)]
+    pub needs: Vec<String>,
+}
+
+/// A journey as this lake can measure it: the steps kept and why the others were skipped.
+pub struct Effective {
+    pub journey: Journey,
+    pub skipped: Vec<String>,
+}
+
+/// The journeys this lake is measured with: a file given on the command line, else the journeys
+/// its lake profile ships (an import's mapping writes them there), else jobs/funnels.toml.
+pub fn load_for(session: &LakeSession, file: Option<&Path>) -> Result<Vec<Journey>> {
+    if file.is_some() || session.profile.journeys.is_empty() {
+        return load(file);
+    }
+    let name = format!("the journeys of the lake profile {}", session.profile.source);
+    let value = toml::Value::Array(session.profile.journeys.iter().cloned().map(toml::Value::Table).collect());
+    let journeys: Vec<Journey> =
+        value.try_into().map_err(|e: toml::de::Error| Error::Config { file: name.clone(), message: e.to_string() })?;
+    check(&name, &journeys)?;
+    Ok(journeys)
 }
 
 /// The journeys of a file, or the built-in jobs/funnels.toml.
 pub fn load(file: Option<&Path>) -> Result<Vec<Journey>> {
     let (name, parsed): (String, JourneyFile) = crate::error::read_declaration(file, "jobs/funnels.toml", BUILTIN)?;
-    for j in &parsed.journeys {
+    check(&name, &parsed.journeys)?;
+    Ok(parsed.journeys)
+}
+
+fn check(name: &str, journeys: &[Journey]) -> Result<()> {
+    for j in journeys {
         if j.steps.len() < 2 {
-            return Err(Error::Config { file: name, message: format!("journey {} needs at least two steps", j.name) });
+            return Err(Error::Config {
+                file: name.to_string(),
+                message: format!("journey {} needs at least two steps", j.name),
+            });
         }
     }
-    Ok(parsed.journeys)
+    Ok(())
 }
 
 /// One step of one breakdown cell.
@@ -95,14 +127,16 @@ pub struct StepRow {
 
 /// The SQL of one row per entity: breakdown columns, r_k (first reach of step k) and t_k (the
 /// ordered, in-window reach), out-of-order and still-in-window flags. Returns it with the breakdown
-/// column names. It reads `work.<journey>_*` tables computed here; `release_work` drops them.
+/// column names and the journey as measured: a step whose `needs` the lake lacks, or that no
+/// entity reached while a later step was reached (its data is not in this lake: under the ordered
+/// rule nobody could pass it), is skipped and said, never counted as zero. It reads
+/// `work.<journey>_*` tables computed here; `release_work` drops them.
 pub async fn entity_sql(
     session: &LakeSession,
     journey: &Journey,
     extra_by: &[String],
-) -> Result<(String, Vec<String>)> {
+) -> Result<(String, Vec<String>, Effective)> {
     let ctx = &session.ctx;
-    let n = journey.steps.len();
     let plan_err = |what: &str, e: datafusion::error::DataFusionError| {
         Error::Other(format!("journey {}: {what} does not run: {e}", journey.name))
     };
@@ -140,14 +174,49 @@ pub async fn entity_sql(
         Ok::<String, Error>(format!("work.{name}"))
     };
     let e_table = hold(format!("{}_entities", journey.name), entities, "entities").await?;
-    let mut sql = format!("WITH e AS (SELECT * FROM {e_table})");
+    let mut held: Vec<Option<(String, i64)>> = Vec::new();
+    let mut skipped = Vec::new();
     for (k, step) in journey.steps.iter().enumerate() {
+        let missing = session.missing(&step.needs);
+        if k > 0 && !missing.is_empty() {
+            skipped.push(format!("step {} skipped: needs {}", step.name, missing.join("; ")));
+            held.push(None);
+            continue;
+        }
         let reached = format!(
             "SELECT CAST(entity_id AS VARCHAR) AS entity_id, MIN(CAST(reached_at AS TIMESTAMP)) AS t FROM ({}) AS q GROUP BY 1",
             session.fill(&step.reached)
         );
         let table = hold(format!("{}_step{k}", journey.name), reached, "a step").await?;
-        sql.push_str(&format!(", s{k} AS (SELECT * FROM {table})"));
+        let count = count_rows(session, &table).await?;
+        held.push(Some((table, count)));
+    }
+    let reached_later = |k: usize| held[k + 1..].iter().flatten().any(|(_, c)| *c > 0);
+    let mut kept = Vec::new();
+    for (k, h) in held.iter().enumerate() {
+        match h {
+            Some((_, 0)) if k > 0 && reached_later(k) => skipped.push(format!(
+                "step {} skipped: no entity reached it while later steps were reached, so this lake does not record it",
+                journey.steps[k].name
+            )),
+            Some((table, _)) => kept.push((k, table.clone())),
+            None => {}
+        }
+    }
+    let mut effective = journey.clone();
+    effective.steps = kept.iter().map(|(k, _)| journey.steps[*k].clone()).collect();
+    let n = effective.steps.len();
+    if n < 2 {
+        return Err(Error::Other(format!(
+            "journey {}: fewer than two steps can be measured on this lake ({})",
+            journey.name,
+            skipped.join("; ")
+        )));
+    }
+    let journey = &effective;
+    let mut sql = format!("WITH e AS (SELECT * FROM {e_table})");
+    for (j, (_, table)) in kept.iter().enumerate() {
+        sql.push_str(&format!(", s{j} AS (SELECT * FROM {table})"));
     }
     let mut select = vec![
         "CAST(e.entity_id AS VARCHAR) AS entity_id".to_string(),
@@ -172,13 +241,20 @@ pub async fn entity_sql(
         ));
     }
     sql.push_str(&format!(" SELECT * FROM w{}", n - 1));
-    Ok((sql, dims))
+    Ok((sql, dims, Effective { journey: effective.clone(), skipped }))
+}
+
+async fn count_rows(session: &LakeSession, table: &str) -> Result<i64> {
+    let batches = session.collect_declared(&format!("SELECT COUNT(*) FROM {table}"), table).await?;
+    let col = batches.first().map(|b| cast(b.column(0), &DataType::Int64)).transpose()?;
+    Ok(col.and_then(|c| c.as_any().downcast_ref::<Int64Array>().map(|a| a.value(0))).unwrap_or(0))
 }
 
 /// Drops the held tables of `entity_sql`.
 pub fn release_work(session: &LakeSession, journey: &Journey) -> Result<()> {
     session.ctx.deregister_table(format!("work.{}_entities", journey.name).as_str())?;
     for k in 0..journey.steps.len() {
+        // A step skipped for its needs was never held; deregistering it is a no-op.
         session.ctx.deregister_table(format!("work.{}_step{k}", journey.name).as_str())?;
     }
     Ok(())
@@ -192,11 +268,13 @@ pub async fn compute(
     cal: &Calendar,
 ) -> Result<Computed> {
     let ctx = &session.ctx;
-    let n = journey.steps.len();
     let plan_err = |what: &str, e: datafusion::error::DataFusionError| {
         Error::Other(format!("journey {}: {what} does not run: {e}", journey.name))
     };
-    let (sql, dims) = entity_sql(session, journey, extra_by).await?;
+    let declared = journey;
+    let (sql, dims, effective) = entity_sql(session, journey, extra_by).await?;
+    let journey = &effective.journey;
+    let n = journey.steps.len();
     let wide = ctx.sql(&sql).await.map_err(|e| plan_err("its steps", e))?.cache().await?;
     let view = format!("funnel_entities_{}", journey.name);
     ctx.register_table(view.as_str(), wide.into_view())?;
@@ -280,8 +358,8 @@ pub async fn compute(
     let periods = period_comparison(session, journey, &view, cal).await?;
     let cohorts = cohort_table(session, journey, &view).await?;
     ctx.deregister_table(view.as_str())?;
-    release_work(session, journey)?;
-    Ok(Computed { steps: rows, periods, cohorts })
+    release_work(session, declared)?;
+    Ok(Computed { steps: rows, periods, cohorts, skipped: effective.skipped })
 }
 
 pub fn schema() -> SchemaRef {
@@ -364,14 +442,9 @@ pub async fn run(
         )));
     }
     for journey in chosen {
-        let missing: Vec<&str> = journey
-            .needs
-            .iter()
-            .filter(|t| !session.landed(t).is_some_and(|l| l.present()))
-            .map(String::as_str)
-            .collect();
+        let missing = session.missing(&journey.needs);
         if !missing.is_empty() {
-            let line = format!("journey {} skipped: needs {} (not landed)\n", journey.name, missing.join(", "));
+            let line = format!("journey {} skipped: needs {}\n", journey.name, missing.join("; "));
             text.push_str(&line);
             run.note(line.trim_end());
             continue;
@@ -391,6 +464,10 @@ pub async fn run(
         cohorts.extend(computed.cohorts);
         run.timing(&journey.name, started.elapsed().as_millis() as u64);
         text.push_str(&summary(journey, &rows, session.as_of.label()));
+        for line in &computed.skipped {
+            text.push_str(&format!("  {line}\n"));
+            run.note(format!("journey {}: {line}", journey.name));
+        }
         all.extend(rows);
     }
     let (overall, breakdown): (Vec<StepRow>, Vec<StepRow>) = all.iter().cloned().partition(|r| r.dimension == "(all)");
@@ -400,7 +477,14 @@ pub async fn run(
     text.push_str(&period_summary(&periods));
     run.write_table("funnel_periods", period_schema(), &[period_batch(&periods)?]).await?;
     run.write_table("funnel_cohorts", cohort_schema(), &[cohort_batch(&cohorts)?]).await?;
-    let bottlenecks = bottlenecks(&all, &periods);
+    let leaky = leaky_dimensions(&all);
+    for (journey, _, line) in &leaky {
+        text.push_str(&format!("journey {journey}: {line}\n"));
+        run.note(format!("journey {journey}: {line}"));
+    }
+    let judged: Vec<StepRow> =
+        all.iter().filter(|r| !leaky.iter().any(|(j, d, _)| *j == r.journey && *d == r.dimension)).cloned().collect();
+    let bottlenecks = bottlenecks(&judged, &periods);
     text.push_str(&format!("bottlenecks ({}):\n", bottlenecks.len()));
     if bottlenecks.is_empty() {
         text.push_str("  none: no step or breakdown cell converts significantly below its peers or its own past\n");
@@ -435,6 +519,8 @@ pub struct Computed {
     pub steps: Vec<StepRow>,
     pub periods: Vec<PeriodRow>,
     pub cohorts: Vec<CohortRow>,
+    /// Steps this lake cannot measure, with why.
+    pub skipped: Vec<String>,
 }
 
 pub(super) fn pct(x: Option<f64>) -> String {

@@ -62,8 +62,21 @@ pub async fn dq_context(session: &LakeSession, runs: &Result<Vec<Manifest>>, kpi
     let Some(file) = latest_table_file(runs, "validate", "data_quality", &label) else {
         return format!("no validate run for {label}: run `gtm-loop validate --as-of {label}` first");
     };
-    match count_findings(session, &file.path, &kpi.needs).await {
-        Ok((all, errors)) => format!("data-quality findings on {}: {all} ({errors} errors)", kpi.needs.join(", ")),
+    // A concept need ("concept:deal_type") is checked on the tables it describes.
+    let mut tables: Vec<String> = Vec::new();
+    for need in &kpi.needs {
+        let named: Vec<String> = match need.strip_prefix("concept:").and_then(crate::lake::profile::concept_def) {
+            Some(def) => def.tables.iter().map(|t| t.to_string()).collect(),
+            None => vec![need.clone()],
+        };
+        for t in named {
+            if !tables.contains(&t) {
+                tables.push(t);
+            }
+        }
+    }
+    match count_findings(session, &file.path, &tables).await {
+        Ok((all, errors)) => format!("data-quality findings on {}: {all} ({errors} errors)", tables.join(", ")),
         Err(e) => format!("the validate run's findings ({}) could not be read: {e}", file.path),
     }
 }

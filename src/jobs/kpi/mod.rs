@@ -152,8 +152,7 @@ pub async fn compute(
     let mut skipped = Vec::new();
     let mut timings_ms = BTreeMap::new();
     for kpi in &catalog.kpis {
-        let missing: Vec<String> =
-            kpi.needs.iter().filter(|t| !session.landed(t).is_some_and(|l| l.present())).cloned().collect();
+        let missing = session.missing(&kpi.needs);
         if !missing.is_empty() {
             skipped.push((kpi.id.clone(), missing));
         }
@@ -251,7 +250,7 @@ fn not_instrumented(kpi: &Kpi, g: &str, p: Period, missing: &[String]) -> Cell {
         previous: None,
         miss: false,
         status: "not_instrumented".into(),
-        reason: format!("not instrumented: needs {} (not landed)", missing.join(", ")),
+        reason: format!("not instrumented: needs {}", missing.join("; ")),
     }
 }
 
@@ -455,7 +454,7 @@ pub async fn prepare(
         run.timing(&format!("kpi:{id}"), *ms);
     }
     for (id, tables) in &computed.skipped {
-        run.note(format!("KPI {id} not instrumented: needs {} (not landed)", tables.join(", ")));
+        run.note(format!("KPI {id} not instrumented: needs {}", tables.join("; ")));
     }
     run.write_table("kpi_values", cell_schema(), &[cell_batch(&computed.cells, catalog)?]).await?;
     run.write_table("kpi_interventions", intervention::schema(), &[intervention::batch(&interventions)?]).await?;
@@ -575,5 +574,50 @@ mod tests {
         assert_eq!(status((1.0, 92.0)), "observe");
         // 0 of 95, then 30 of 92: sudden and far beyond noise -> check the data first.
         assert_eq!(status((30.0, 92.0)), "diagnose_first");
+    }
+
+    #[test]
+    fn a_miss_needs_its_interval_clear_of_the_target() {
+        let (job, cat) = load(None, None).unwrap();
+        let mut kpi = cat.kpis.iter().find(|k| k.id == "win_rate").unwrap().clone();
+        kpi.min_n = 3;
+        kpi.target = catalog::Target::Fixed { value: 0.5 };
+        let d = |m: u32| NaiveDate::from_ymd_opt(2026, m, 1).unwrap();
+        let list = periods(&Calendar::default(), d(1), d(3) + Days::new(30));
+        let unit = Unit {
+            level: "seller".into(),
+            id: "seller:S".into(),
+            name: "S".into(),
+            parent: None,
+            head_id: None,
+            head_name: None,
+        };
+        let cells = |won: f64, closed: f64| {
+            let series: Series = (1..=3).map(|m| (d(m), (won, closed, closed as i64))).collect();
+            series_cells(&kpi, "month", &list, d(3) + Days::new(30), &unit, &series, &job.severity)
+        };
+        // 1 of 3 won, three months running: 33% < 50%, but the Wilson interval (6.1%-79.2%, by hand:
+        // (p + z^2/2n -+ z sqrt(p(1-p)/n + z^2/4n^2)) / (1 + z^2/n)) includes 50%: no miss, no coaching.
+        let small = cells(1.0, 3.0);
+        let last = small.last().unwrap();
+        assert_eq!(last.status, "not_enough_data", "{}", last.reason);
+        assert!(last.reason.contains("includes the target"), "{}", last.reason);
+        assert!(small.iter().all(|c| !c.miss));
+        assert!((last.ci_low.unwrap() - 0.0615).abs() < 1e-3 && (last.ci_high.unwrap() - 0.7923).abs() < 1e-3);
+        // 10 of 40 won, three months running: 25%, interval 14.2%-40.2%, clear of 50%: coaching.
+        let big = cells(10.0, 40.0);
+        let last = big.last().unwrap();
+        assert!((last.ci_high.unwrap() - 0.4024).abs() < 1e-3);
+        assert_eq!(last.status, "coaching", "{}", last.reason);
+        // An average (discount depth) below target on 4 deals is not a miss; on 25 it is.
+        let mut avg = cat.kpis.iter().find(|k| k.id == "discount_depth").unwrap().clone();
+        avg.min_n = 3;
+        avg.target = catalog::Target::Fixed { value: 0.10 };
+        let judge = |n: i64| {
+            let series: Series = [(d(1), (0.2 * n as f64, n as f64, n))].into_iter().collect();
+            series_cells(&avg, "month", &list[..1], d(3), &unit, &series, &job.severity)[0].status.clone()
+        };
+        assert_eq!(judge(4), "not_enough_data");
+        assert_eq!(judge(25), "observe");
     }
 }

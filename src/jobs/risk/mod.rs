@@ -62,6 +62,10 @@ pub struct FlagDef {
     pub name: String,
     pub weight: f64,
     pub params: BTreeMap<String, toml::Value>,
+    /// Tables and lake-profile concepts the flag reads ("task", "concept:task_direction"): when
+    /// one is missing the flag cannot fire and the run says so, instead of staying silent.
+    #[serde(default)]
+    pub needs: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -232,9 +236,19 @@ async fn deals(session: &LakeSession) -> Result<Vec<Deal>> {
 }
 
 /// Every flag that fires, per deal, with its evidence.
+/// The flags this lake cannot fire, each with what it lacks.
+pub fn uninstrumented(session: &LakeSession, pb: &Playbook) -> Vec<(String, Vec<String>)> {
+    pb.flags
+        .iter()
+        .map(|f| (f.id.clone(), session.missing(&f.needs)))
+        .filter(|(_, missing)| !missing.is_empty())
+        .collect()
+}
+
 pub async fn fired(session: &LakeSession, pb: &Playbook) -> Result<Vec<FiredFlag>> {
     let mut out = Vec::new();
-    for flag in &pb.flags {
+    let blind = uninstrumented(session, pb);
+    for flag in pb.flags.iter().filter(|f| !blind.iter().any(|(id, _)| *id == f.id)) {
         let sql = flag_sql(session, pb, flag)?;
         let batches = session.collect_declared(&sql, &format!("sql/risk/{}.sql", flag.id)).await?;
         for b in batches {
@@ -646,6 +660,10 @@ pub async fn run(
     run.record_inputs(session);
     run.set_playbook_version(format!("playbook {}", pb.version));
     run.timing("compute", started.elapsed().as_millis() as u64);
+    let blind = uninstrumented(session, pb);
+    for (id, missing) in &blind {
+        run.note(format!("flag {id} not instrumented: needs {}", missing.join("; ")));
+    }
     run.write_table("deal_risk", schema(), &[batch(&rows)?]).await?;
     run.write_table("deal_risk_flags", flag_schema(), &[flag_batch(&rows)?]).await?;
     let (reps, board) = views(&rows, as_of, pb);
@@ -674,6 +692,9 @@ pub async fn run(
     }
     for r in rows.iter().filter(|r| r.score.is_some()).take(5) {
         text.push_str(&format!("  risk {:>3}  {}: {}\n", r.score.unwrap_or_default(), r.deal.name, r.action));
+    }
+    for (id, missing) in &blind {
+        text.push_str(&format!("  flag {id} not instrumented: needs {}\n", missing.join("; ")));
     }
     text.push_str(&format!("{logged} new records in log/decision_trace\n"));
     Ok((rows, text, manifest, logged))
