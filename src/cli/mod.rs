@@ -30,6 +30,10 @@ pub struct Cli {
     /// The lake: a local folder or an s3://, gs://, az:// URL.
     #[arg(long, global = true, env = "GTM_LOOP_LAKE", default_value = DEFAULT_LAKE)]
     pub lake: String,
+    /// The lake profile (this lake's conventions: activity direction, role, stage and source
+    /// names); default: lake.toml in the lake root, else data/profiles/default.toml.
+    #[arg(long, global = true, env = "GTM_LOOP_PROFILE")]
+    pub profile: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -131,6 +135,11 @@ pub enum Command {
         /// Days of daily usage kept per customer.
         #[arg(long, default_value_t = 90)]
         usage_days: u32,
+        /// The lake's shape: `full` (every table of the contract, this project's conventions) or
+        /// `salesforce-minimal` (a narrow Fivetran selection with Salesforce's own picklists and
+        /// its lake.toml; see data/profiles/salesforce_minimal.toml).
+        #[arg(long, value_enum, default_value_t = crate::demo::Shape::Full)]
+        shape: crate::demo::Shape,
     },
     /// Check the lake against its contract and publish data-quality findings.
     Validate {
@@ -229,7 +238,8 @@ pub fn main() -> ExitCode {
 }
 
 pub async fn run(cli: Cli) -> Result<()> {
-    let lake = Lake::open(&cli.lake)?;
+    let mut lake = Lake::open(&cli.lake)?;
+    lake.profile_file = cli.profile.clone();
     let mut stdout = std::io::stdout().lock();
     let out: &mut dyn Write = &mut stdout;
     match cli.command {
@@ -254,8 +264,9 @@ pub async fn run(cli: Cli) -> Result<()> {
             };
             jobs::funnel(&lake, as_of, journey.as_deref(), journeys.as_deref(), &by, &cal, out).await
         }
-        Command::Generate { opportunities, seed, end, days, usage_days } => {
-            lake_cmds::generate(&lake, &GenerateOptions { opportunities, seed, end, days, usage_days }, out).await
+        Command::Generate { opportunities, seed, end, days, usage_days, shape } => {
+            lake_cmds::generate(&lake, &GenerateOptions { opportunities, seed, end, days, usage_days, shape }, out)
+                .await
         }
         Command::Validate { as_of } => lake_cmds::validate(&lake, as_of, out).await,
         Command::Import { mapping, source } => lake_cmds::import(&lake, &mapping, &source, out).await,

@@ -11,6 +11,7 @@ mod chunk;
 mod deals;
 mod leads;
 mod messiness;
+mod minimal;
 mod org;
 mod product;
 mod truth;
@@ -37,6 +38,16 @@ pub struct GenerateOptions {
     pub days: u32,
     /// Days of daily usage kept per customer (the last N days before `end`).
     pub usage_days: u32,
+    pub shape: Shape,
+}
+
+/// How the generated lake is landed: every contract table with this project's conventions, or a
+/// narrow Salesforce selection with Salesforce's picklists and a lake.toml (`minimal`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Shape {
+    #[default]
+    Full,
+    SalesforceMinimal,
 }
 
 impl Default for GenerateOptions {
@@ -47,6 +58,7 @@ impl Default for GenerateOptions {
             end: NaiveDate::from_ymd_opt(2026, 9, 30).expect("valid date"),
             days: 730,
             usage_days: 90,
+            shape: Shape::Full,
         }
     }
 }
@@ -64,6 +76,10 @@ pub async fn generate(lake: &Lake, opts: &GenerateOptions) -> Result<Truth> {
 
     for dir in ["raw/", "truth.json"] {
         lake.delete_prefix(dir).await?;
+    }
+    // A lake.toml an earlier minimal-shape generation wrote goes with its data.
+    if lake.exists("lake.toml").await? && lake.get("lake.toml").await? == minimal::PROFILE.as_bytes() {
+        lake.delete_prefix("lake.toml").await?;
     }
     let progress = crate::progress::bar(chunks + 1, "generating", "chunks");
     let (org, org_files, mut tally) = gen_org(opts, start, n_sellers)?;
@@ -103,7 +119,13 @@ pub async fn generate(lake: &Lake, opts: &GenerateOptions) -> Result<Truth> {
     }
     progress.finish_and_clear();
 
-    let truth = truth_from(opts, start, n_opps, &tally);
+    if opts.shape == Shape::SalesforceMinimal {
+        minimal::reshape(lake).await?;
+    }
+    let mut truth = truth_from(opts, start, n_opps, &tally);
+    if opts.shape == Shape::SalesforceMinimal {
+        truth.row_counts.retain(|table, _| !minimal::DROPPED.contains(&table.as_str()));
+    }
     let json = serde_json::to_vec_pretty(&truth).map_err(|e| crate::error::Error::Other(e.to_string()))?;
     lake.put("truth.json", json).await?;
     eprintln!(
