@@ -129,8 +129,27 @@ fn query_writes_table_csv_json_and_parquet() {
 fn tables_and_describe_list_every_layer() {
     let dir = tempdir();
     small_lake(dir.path(), "100");
+    // Three history rows for the one deal: `tables` must count the table's rows, not the one row
+    // of a COUNT(*) query (it printed "1 rows" for every table).
+    write(
+        dir.path(),
+        "raw/salesforce/opportunity_history/h.csv",
+        "id,opportunity_id,created_date,stage_name\nH1,O1,2024-02-01,Prospecting\nH2,O1,2024-03-01,Discovery\nH3,O1,2024-04-01,Demo\n",
+    );
     let t = run(dir.path(), &["tables"]);
     assert_eq!(t.code, 0, "{}", t.stderr);
+    let count = |name: &str| -> String {
+        let line = t
+            .stdout
+            .lines()
+            .find(|l| l.trim_start().starts_with(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("{name}: {}", t.stdout));
+        line.split_whitespace().nth(1).unwrap().to_string()
+    };
+    assert_eq!(count("raw.opportunity_history"), "3");
+    assert_eq!(count("staging.opportunity_history"), "3");
+    assert_eq!(count("staging.opportunity"), "1");
+    assert_eq!(count("staging.quota"), "0");
     for line in ["raw.opportunity", "known.opportunity", "staging.opportunity", "output.runs"] {
         assert!(t.stdout.contains(line), "{line} missing:\n{}", t.stdout);
     }

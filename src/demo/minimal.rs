@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig};
-use datafusion::prelude::SessionContext;
+use datafusion::prelude::{SessionConfig, SessionContext};
 
 use crate::error::{Context, Result};
 use crate::lake::Lake;
@@ -89,7 +89,9 @@ fn reshape_sql(table: &str) -> Option<String> {
 
 /// Re-lands a freshly generated full-shape lake in the minimal shape and writes its lake.toml.
 pub async fn reshape(lake: &Lake) -> Result<()> {
-    let ctx = SessionContext::new();
+    // Plain strings, as a connector writes them (not DataFusion's in-memory string views).
+    let config = SessionConfig::new().set_bool("datafusion.execution.parquet.schema_force_view_types", false);
+    let ctx = SessionContext::new_with_config(config);
     lake.register(&ctx);
     for table in &Contract::builtin().tables {
         if DROPPED.contains(&table.name.as_str()) {

@@ -11,7 +11,7 @@ use crate::jobs::kpi::intervention::Intervention;
 use crate::jobs::kpi::model::{Unit, fmt_value, level_rank};
 use crate::outputs::markup::esc;
 use crate::report::charts::sparkline;
-use crate::report::{Input, STATUS_ORDER, View, colour, label, review, subtree, target, value};
+use crate::report::{Input, STATUS_ORDER, View, colour, evidence, label, review, subtree, target, value};
 
 const TEMPLATE: &str = repo_file!("src/report/templates/report.html");
 
@@ -41,6 +41,7 @@ fn status(s: &str) -> Status {
 struct Diagnostic {
     name: String,
     value: String,
+    evidence: String,
     status: Status,
 }
 
@@ -50,6 +51,7 @@ struct Card {
     domain: String,
     name: String,
     value: String,
+    evidence: String,
     target: String,
     grain: String,
     period: String,
@@ -292,6 +294,7 @@ fn card(input: &Input, view: &View, kpi: &Kpi) -> Card {
             Diagnostic {
                 name: d.name.clone(),
                 value: value(d, dl),
+                evidence: evidence(d, dl),
                 status: status(dl.map(|c| c.status.as_str()).unwrap_or("")),
             }
         })
@@ -301,12 +304,16 @@ fn card(input: &Input, view: &View, kpi: &Kpi) -> Card {
         domain: kpi.domain.clone(),
         name: kpi.name.clone(),
         value: value(kpi, last),
+        evidence: evidence(kpi, last),
         target: target(kpi, last),
         grain: kpi.grain.clone(),
         period: last.map(|c| c.period_start.to_string()).unwrap_or_default(),
         status: status(st),
         spark: Value::from_safe_string(sparkline(&series)),
-        reason: (st == "not_instrumented").then(|| last.map(|c| c.reason.clone()).unwrap_or_default()),
+        // Why a card is not judged: what it needs, or why below-target is not yet a miss.
+        reason: matches!(st, "not_instrumented" | "not_enough_data")
+            .then(|| last.map(|c| c.reason.clone()).unwrap_or_default())
+            .filter(|r| !r.is_empty()),
         diags,
     }
 }
@@ -508,9 +515,9 @@ mod tests {
         assert!(!page.contains("http://") && !page.contains("https://") && !page.contains("<script"));
         assert_eq!(page.lines().count(), 1);
         assert!(page.starts_with("<!DOCTYPE html>") && page.ends_with("</ul></body></html>\n"));
-        // Every primary KPI has a card and a definition, with no data "not enough data".
+        // Every primary KPI has a card and a definition, with no data "not enough evidence".
         let primaries = catalog.kpis.iter().filter(|k| k.primary).count();
         assert_eq!(page.matches("<div class=\"card\"").count(), primaries);
-        assert_eq!(page.matches("not enough data</span>").count(), primaries + 1); // + the legend
+        assert_eq!(page.matches("not enough evidence</span>").count(), primaries + 1); // + the legend
     }
 }

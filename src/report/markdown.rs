@@ -7,7 +7,7 @@ use crate::jobs::kpi::catalog::STAGES;
 use crate::jobs::kpi::intervention::Intervention;
 use crate::jobs::kpi::model::level_rank;
 use crate::report::inputs::RiskLine;
-use crate::report::{Input, STATUS_ORDER, label, review, target, value};
+use crate::report::{Input, STATUS_ORDER, evidence, label, review, target, value};
 
 /// The short summary for Slack or email: the company's primary KPIs and what needs attention.
 pub fn markdown(input: &Input) -> String {
@@ -17,14 +17,16 @@ pub fn markdown(input: &Input) -> String {
         for kpi in input.catalog.kpis.iter().filter(|k| k.stage == stage && k.primary) {
             let (last, _) = review(input.cells, kpi, "company");
             let status = last.map(|c| c.status.as_str()).unwrap_or("not_enough_data");
+            let ev = evidence(kpi, last);
             let _ = writeln!(
                 m,
-                "- {}: {} (target {}, {} {}) — {}",
+                "- {}: {} (target {}, {} {}{}) — {}",
                 kpi.name,
                 value(kpi, last),
                 target(kpi, last),
                 kpi.grain,
                 last.map(|c| c.period_start.to_string()).unwrap_or_default(),
+                if ev.is_empty() { String::new() } else { format!("; {ev}") },
                 label(status)
             );
         }

@@ -121,7 +121,7 @@ pub(crate) fn label(status: &str) -> &'static str {
         "coaching" => "coaching",
         "systemic" => "systemic",
         "diagnose_first" => "diagnose first",
-        "not_enough_data" => "not enough data",
+        "not_enough_data" => "not enough evidence",
         "no_target" => "no target yet",
         "in_progress" => "in progress",
         "not_instrumented" => "not instrumented",
@@ -177,6 +177,17 @@ pub(crate) fn review<'a>(cells: &'a [Cell], kpi: &Kpi, unit: &str) -> (Option<&'
 
 pub(crate) fn value(kpi: &Kpi, c: Option<&Cell>) -> String {
     c.and_then(|c| c.value).map(|v| fmt_value(&kpi.unit, v)).unwrap_or_else(|| "–".into())
+}
+
+/// The sample behind a value: n, and for a rate of counts its 95% interval ("n=40, 95% CI 14.2–40.2%").
+pub(crate) fn evidence(kpi: &Kpi, c: Option<&Cell>) -> String {
+    let Some(c) = c.filter(|c| c.value.is_some()) else { return String::new() };
+    match (c.ci_low, c.ci_high) {
+        (Some(lo), Some(hi)) if kpi.rate => {
+            format!("n={}, 95% CI {}–{}", c.n, fmt_value(&kpi.unit, lo), fmt_value(&kpi.unit, hi))
+        }
+        _ => format!("n={}", c.n),
+    }
 }
 
 pub(crate) fn target(kpi: &Kpi, c: Option<&Cell>) -> String {

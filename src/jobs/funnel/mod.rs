@@ -129,7 +129,8 @@ pub struct StepRow {
 /// ordered, in-window reach), out-of-order and still-in-window flags. Returns it with the breakdown
 /// column names and the journey as measured: a step whose `needs` the lake lacks, or that no
 /// entity reached while a later step was reached (its data is not in this lake: under the ordered
-/// rule nobody could pass it), is skipped and said, never counted as zero. It reads
+/// rule nobody could pass it), or whose every reach is at the instant of a later step's (a proxy
+/// of that step, not a step of its own), is skipped and said, never counted as zero. It reads
 /// `work.<journey>_*` tables computed here; `release_work` drops them.
 pub async fn entity_sql(
     session: &LakeSession,
@@ -199,6 +200,21 @@ pub async fn entity_sql(
                 "step {} skipped: no entity reached it while later steps were reached, so this lake does not record it",
                 journey.steps[k].name
             )),
+            Some((table, count)) if k > 0 && *count > 0 => {
+                let later: Vec<(usize, &str)> = held
+                    .iter()
+                    .enumerate()
+                    .skip(k + 1)
+                    .filter_map(|(i, h)| Some((i, h.as_ref()?.0.as_str())))
+                    .collect();
+                match proxy_of(session, table, &later).await? {
+                    Some(j) => skipped.push(format!(
+                        "step {} skipped: each of its {count} reaches is at the very instant of a later step's ({}), so this lake records it only as that step",
+                        journey.steps[k].name, journey.steps[j].name
+                    )),
+                    None => kept.push((k, table.clone())),
+                }
+            }
             Some((table, _)) => kept.push((k, table.clone())),
             None => {}
         }
@@ -244,8 +260,27 @@ pub async fn entity_sql(
     Ok((sql, dims, Effective { journey: effective.clone(), skipped }))
 }
 
+/// Whether every reach of a step coincides (same entity, same instant) with the reach of one later
+/// step: then the step carries no timing of its own (Olist's 'Converted' status stands in for
+/// "sales-qualified" at the moment the deal is won). Returns that later step's index.
+async fn proxy_of(session: &LakeSession, step: &str, later: &[(usize, &str)]) -> Result<Option<usize>> {
+    for &(j, other) in later {
+        let sql = format!(
+            "SELECT COUNT(*) FROM {step} AS s LEFT JOIN {other} AS o ON o.entity_id = s.entity_id AND o.t = s.t WHERE o.entity_id IS NULL"
+        );
+        if count_query(session, &sql).await? == 0 {
+            return Ok(Some(j));
+        }
+    }
+    Ok(None)
+}
+
 async fn count_rows(session: &LakeSession, table: &str) -> Result<i64> {
-    let batches = session.collect_declared(&format!("SELECT COUNT(*) FROM {table}"), table).await?;
+    count_query(session, &format!("SELECT COUNT(*) FROM {table}")).await
+}
+
+async fn count_query(session: &LakeSession, sql: &str) -> Result<i64> {
+    let batches = session.collect_declared(sql, "a funnel step count").await?;
     let col = batches.first().map(|b| cast(b.column(0), &DataType::Int64)).transpose()?;
     Ok(col.and_then(|c| c.as_any().downcast_ref::<Int64Array>().map(|a| a.value(0))).unwrap_or(0))
 }
