@@ -182,7 +182,25 @@ fn the_minimal_salesforce_shape_runs_whole_with_figures_from_its_raw_files() {
         assert!(!a.is_empty(), "{flag} never fired");
         assert_eq!(a, b, "{flag}");
     }
-    assert!(r.stdout.contains("flag competition_emerging not instrumented: needs tracker_mention (not landed)"));
+    assert!(r.stdout.contains("flag competition_emerging not instrumented: needs tracker_mention (not landed)\n"));
+    // ...and the leadership report says all of it, in the HTML and in the Markdown summary.
+    let report = r.stdout.lines().find_map(|l| l.strip_prefix("report: ")).expect("report path");
+    let html = std::fs::read_to_string(m.join(report)).unwrap();
+    for line in [
+        "Not measured on this lake",
+        "KPI quota_attainment not instrumented: needs quota (not landed)",
+        "journey sales_led: step Sales-qualified skipped: needs lead_history (not landed)",
+        "flag technical_incompatibility not instrumented: needs tracker_mention (not landed)",
+    ] {
+        assert!(html.contains(line), "{line} not in the report");
+    }
+    assert!(
+        r.stdout.contains("**Not measured on this lake**") && r.stdout.contains("KPIs not instrumented: "),
+        "{}",
+        r.stdout
+    );
+    // Every KPI card shows its n (and a rate its interval).
+    assert!(html.contains("n=") && html.contains("95% CI"), "no n in the report");
 
     // KPI tree: every company-level cell equals the full shape's, except the KPIs that need what this
     // lake lacks, which say so.

@@ -130,22 +130,40 @@ impl LakeSession {
     /// What of `needs` the lake lacks, each said with how to get it. A need is a contract table
     /// ("task") or a concept of the lake profile ("concept:task_direction").
     pub fn missing(&self, needs: &[String]) -> Vec<String> {
-        needs
-            .iter()
-            .filter_map(|need| match need.strip_prefix("concept:") {
-                Some(id) if !self.provides(id) => Some(match concept_def(id) {
-                    Some(def) => format!(
-                        "{} (no rule of the lake profile reads a landed column of {}; set [[concept.{id}]] in lake.toml)",
+        let present = |t: &str| self.landed(t).is_some_and(|l| l.present());
+        let mut out: Vec<String> = Vec::new();
+        for need in needs {
+            match need.strip_prefix("concept:") {
+                Some(id) if !self.provides(id) => match concept_def(id) {
+                    // Its table is not landed: that is the gap, said once.
+                    Some(def) if !def.tables.iter().any(|t| present(t)) => {
+                        let line = format!("{} (not landed)", def.tables.join(" or "));
+                        if !out.contains(&line) {
+                            out.push(line);
+                        }
+                    }
+                    Some(def) => out.push(format!(
+                        "{} (no rule of the lake profile reads a column {} carries; set [[concept.{id}]] in lake.toml)",
                         def.meaning.split(':').next().unwrap_or(id),
                         def.tables.join(" or ")
-                    ),
-                    None => format!("{id} (not a concept; known: {})", CONCEPTS.iter().map(|c| c.id).collect::<Vec<_>>().join(", ")),
-                }),
-                Some(_) => None,
-                None if need == "opportunity_stage" && !self.profile.stages.is_empty() => None,
-                None => (!self.landed(need).is_some_and(|l| l.present())).then(|| format!("{need} (not landed)")),
-            })
-            .collect()
+                    )),
+                    None => out.push(format!(
+                        "{id} (not a concept; known: {})",
+                        CONCEPTS.iter().map(|c| c.id).collect::<Vec<_>>().join(", ")
+                    )),
+                },
+                Some(_) => {}
+                None if need == "opportunity_stage" && !self.profile.stages.is_empty() => {}
+                None if !present(need) => {
+                    let line = format!("{need} (not landed)");
+                    if !out.contains(&line) {
+                        out.push(line);
+                    }
+                }
+                None => {}
+            }
+        }
+        out
     }
 }
 

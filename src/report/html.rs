@@ -185,6 +185,7 @@ struct Page {
     territory: Option<Territory>,
     funnels: Option<Funnels>,
     skipped: Vec<Skipped>,
+    gaps: Vec<String>,
     definitions: Vec<Definition>,
 }
 
@@ -240,6 +241,7 @@ fn page(input: &Input, view: &View) -> Page {
         risk: risk(input, view, &units_in),
         territory: territory(input, view),
         funnels: funnels(input),
+        gaps: input.gaps.to_vec(),
         skipped: input
             .skipped
             .iter()
@@ -501,6 +503,7 @@ mod tests {
             funnels: &[],
             bottlenecks: &bottlenecks,
             skipped: &[],
+            gaps: &[],
             segments: &[],
             segment_quarter: chrono::NaiveDate::from_ymd_opt(2026, 4, 1).unwrap(),
             risk: &[],

@@ -28,6 +28,19 @@ pub async fn funnel_artifacts(
     Ok((charts, bottlenecks))
 }
 
+/// What the latest funnel and deal-risk runs for this date could not measure on this lake: skipped
+/// journeys and steps, flags not instrumented, breakdowns refused as leakage (their run notes).
+pub fn gaps(session: &LakeSession, runs: &[Manifest]) -> Vec<String> {
+    let label = session.as_of.label();
+    ["funnel", "deal_risk"]
+        .iter()
+        .filter_map(|job| latest_run(runs, job, &label))
+        .flat_map(|run| run.notes.iter())
+        .filter(|n| n.contains("skipped") || n.contains("not instrumented") || n.contains("refused"))
+        .cloned()
+        .collect()
+}
+
 /// One deal of the latest deal-risk run, for the leadership report.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RiskLine {

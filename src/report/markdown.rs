@@ -61,5 +61,15 @@ pub fn markdown(input: &Input) -> String {
     if ivs.len() > 10 {
         let _ = writeln!(m, "- … and {} more in the report", ivs.len() - 10);
     }
+    if !input.skipped.is_empty() || !input.gaps.is_empty() {
+        let kpis: Vec<&str> = input.skipped.iter().map(|(id, _)| id.as_str()).collect();
+        let _ = writeln!(m, "\n**Not measured on this lake** (the report says what each needs)");
+        if !kpis.is_empty() {
+            let _ = writeln!(m, "- {} KPIs not instrumented: {}", kpis.len(), kpis.join(", "));
+        }
+        for g in input.gaps {
+            let _ = writeln!(m, "- {g}");
+        }
+    }
     m
 }

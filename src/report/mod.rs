@@ -34,6 +34,8 @@ pub struct Input<'a> {
     pub bottlenecks: &'a [String],
     /// KPIs whose source tables are not landed, with the tables.
     pub skipped: &'a [(String, Vec<String>)],
+    /// Journeys, steps and flags the funnel and deal-risk runs could not measure, in their words.
+    pub gaps: &'a [String],
     /// Closed deals by account segment per unit, in the quarter starting `segment_quarter`.
     pub segments: &'a [Segment],
     pub segment_quarter: NaiveDate,
@@ -52,6 +54,7 @@ pub async fn publish(
     let runs = crate::outputs::registry::committed_runs(&session.lake).await?;
     let (funnels, bottlenecks) = inputs::funnel_artifacts(session, &runs).await?;
     let risk = inputs::risk_lines(session, &runs).await?;
+    let gaps = inputs::gaps(session, &runs);
     let run_id = prepared.run.run_id().to_string();
     let input = Input {
         as_of: prepared.as_of,
@@ -63,6 +66,7 @@ pub async fn publish(
         funnels: &funnels,
         bottlenecks: &bottlenecks,
         skipped: &prepared.computed.skipped,
+        gaps: &gaps,
         segments: &prepared.segments,
         segment_quarter: prepared.segment_quarter.start,
         risk: &risk,
