@@ -21,8 +21,7 @@ fn readme_commands() -> Vec<Vec<String>> {
         .map(|l| {
             let mut words = Vec::new();
             let (mut word, mut quoted, mut started) = (String::new(), false, false);
-            let mut chars = l.chars().peekable();
-            while let Some(c) = chars.next() {
+            for c in l.chars() {
                 match c {
                     '"' => {
                         quoted = !quoted;

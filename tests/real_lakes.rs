@@ -139,6 +139,9 @@ fn the_minimal_salesforce_shape_runs_whole_with_figures_from_its_raw_files() {
     assert_eq!(f(&dir[0], "count"), f(&dir[0], "total_rows"));
     let detail = s(&dir[0], "detail");
     assert!(detail.contains("subject (prefix)") && detail.contains("description (prefix)"), "{detail}");
+    // ...and it finds as many replies as the full shape's direction column holds.
+    let inbound = query(fl, "SELECT COUNT(*) AS n FROM staging.task WHERE direction = 'inbound'", Some(AS_OF));
+    assert!(detail.contains(&format!("inbound {}", f(&inbound[0], "n"))), "{detail} vs {inbound:?}");
     // 'Sofware' is a data-quality row, counted as the raw account file holds it.
     let sofware = raw(m, "account")
         .iter()

@@ -173,6 +173,7 @@ pub async fn check_all(session: &LakeSession) -> Result<Vec<Finding>> {
         let landed = session.landed(&table.name).expect("inspected every contract table");
         if !landed.present() {
             out.push(landing::absent(table));
+            out.extend(concepts::absent(&table.name));
             continue;
         }
         out.extend(landing::ignored_files(table, landed));
@@ -206,9 +207,10 @@ pub async fn check_all(session: &LakeSession) -> Result<Vec<Finding>> {
         }
         rules::declared(&cx, &mut out).await?;
         rules::not_time_travelled(&cx, &mut out).await?;
+        concepts::coverage(&cx, &mut out).await?;
         session.ctx.deregister_table(format!("validate_cache.{}", table.name))?;
     }
-    out.extend(concepts::coverage(session).await?);
+    out.extend(concepts::declared_stages(session));
     progress.finish_and_clear();
     Ok(out)
 }
@@ -222,7 +224,7 @@ fn key_expr(key: &[String], name: impl Fn(&str) -> String) -> String {
 /// versions) once, hold it in memory for this table's checks, then drop it. Only the columns
 /// some check reads are held (all of them where row rules need them).
 async fn cache_known(session: &LakeSession, table: &Table) -> Result<String> {
-    let checked: Vec<String> = table
+    let mut checked: Vec<String> = table
         .columns
         .iter()
         .filter(|c| {
@@ -236,8 +238,12 @@ async fn cache_known(session: &LakeSession, table: &Table) -> Result<String> {
                 || c.currency
         })
         .map(|c| quote(&c.name))
+        .chain(concepts::rule_columns(session, &table.name).iter().map(|c| quote(c)))
         .chain(["_version_exact".to_string()])
         .collect();
+    // A rule column that a check reads too is held once.
+    let mut seen = std::collections::HashSet::new();
+    checked.retain(|c| seen.insert(c.clone()));
     let cached = session
         .ctx
         .sql(&format!("SELECT {} FROM known.{}", checked.join(", "), quote(&table.name)))
