@@ -307,11 +307,22 @@ fn maven_runs_whole_and_says_what_it_cannot_measure() {
     ] {
         assert!(r.stdout.contains(line), "{line} missing:\n{}", r.stdout);
     }
-    // Discount depth on a handful of deals is never called systemic or coaching.
+    // A miss is a miss only when the evidence says so: no judged miss of discount depth (lower is
+    // better) on fewer than 20 deals or with its interval reaching the target, none of win rate
+    // (higher is better) with its interval reaching the target. It used to call -0.1% systemic.
+    let misses = "status IN ('observe', 'coaching', 'systemic', 'diagnose_first')";
+    for (kpi, unclear) in [
+        ("discount_depth", "n < 20 OR ci_low IS NULL OR ci_low <= target"),
+        ("win_rate", "ci_high IS NULL OR ci_high >= target"),
+    ] {
+        let sql =
+            format!("SELECT COUNT(*) AS n FROM output.kpi_values WHERE kpi_id = '{kpi}' AND {misses} AND ({unclear})");
+        assert_eq!(f(&query(lake, &sql, None)[0], "n"), 0.0, "{kpi}");
+    }
     let judged = query(
         lake,
-        "SELECT COUNT(*) AS n FROM output.kpi_values WHERE kpi_id = 'discount_depth' AND status IN ('systemic', 'coaching') AND n < 20",
-        Some("2017-12-31"),
+        "SELECT COUNT(*) AS n FROM output.kpi_values WHERE kpi_id = 'discount_depth' AND status = 'systemic'",
+        None,
     );
     assert_eq!(f(&judged[0], "n"), 0.0);
 }

@@ -183,11 +183,11 @@ pub(crate) fn value(kpi: &Kpi, c: Option<&Cell>) -> String {
     c.and_then(|c| c.value).map(|v| fmt_value(&kpi.unit, v)).unwrap_or_else(|| "–".into())
 }
 
-/// The sample behind a value: n, and for a rate of counts its 95% interval ("n=40, 95% CI 14.2–40.2%").
+/// The sample behind a value: n, and its 95% interval where it has one ("n=40, 95% CI 14.2–40.2%").
 pub(crate) fn evidence(kpi: &Kpi, c: Option<&Cell>) -> String {
     let Some(c) = c.filter(|c| c.value.is_some()) else { return String::new() };
     match (c.ci_low, c.ci_high) {
-        (Some(lo), Some(hi)) if kpi.rate => {
+        (Some(lo), Some(hi)) => {
             format!("n={}, 95% CI {}–{}", c.n, fmt_value(&kpi.unit, lo), fmt_value(&kpi.unit, hi))
         }
         _ => format!("n={}", c.n),

@@ -4,6 +4,32 @@
 /// z for a two-sided 95% interval.
 pub const Z95: f64 = 1.959_963_984_540_054;
 
+/// The sums a ratio-of-sums estimate needs for its interval, over its rows (one row per unit,
+/// e.g. per deal): Σy, Σx, Σy², Σx², Σxy and the number of rows.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct RatioSums {
+    pub y: f64,
+    pub x: f64,
+    pub yy: f64,
+    pub xx: f64,
+    pub xy: f64,
+    pub rows: i64,
+}
+
+/// 95% interval of R = Σy / Σx by linearisation (the ratio estimator's standard error,
+/// Cochran 1977 §6.3): var(R) ≈ n / (n - 1) · Σ(y - R x)² / (Σx)². None below two rows or for
+/// Σx = 0.
+pub fn ratio_interval(s: RatioSums) -> Option<(f64, f64)> {
+    if s.rows < 2 || s.x == 0.0 {
+        return None;
+    }
+    let r = s.y / s.x;
+    let ss = (s.yy - 2.0 * r * s.xy + r * r * s.xx).max(0.0);
+    let n = s.rows as f64;
+    let se = (ss * n / (n - 1.0)).sqrt() / s.x.abs();
+    Some((r - Z95 * se, r + Z95 * se))
+}
+
 /// 95% Wilson score interval for k successes in n trials (good at small n and near 0 or 1).
 pub fn wilson(k: i64, n: i64) -> Option<(f64, f64)> {
     if n <= 0 {
@@ -90,5 +116,16 @@ mod tests {
             );
         }
         assert!(newcombe_difference(1, 0, 1, 2).is_none());
+    }
+
+    #[test]
+    fn ratio_interval_by_hand() {
+        // Rows (1,2), (2,2), (3,2): R = 1, residuals -1, 0, 1, SS = 2; var = 2 * 3 / 2 / 36 = 1/12.
+        let s = RatioSums { y: 6.0, x: 6.0, yy: 14.0, xx: 12.0, xy: 12.0, rows: 3 };
+        let (lo, hi) = ratio_interval(s).unwrap();
+        let se = (1.0f64 / 12.0).sqrt();
+        assert!((lo - (1.0 - Z95 * se)).abs() < 1e-12 && (hi - (1.0 + Z95 * se)).abs() < 1e-12);
+        assert!((lo - (1.0 - 0.565_796)).abs() < 1e-5, "{lo}");
+        assert_eq!(ratio_interval(RatioSums { rows: 1, ..s }), None);
     }
 }

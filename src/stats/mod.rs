@@ -8,5 +8,5 @@ pub mod multiple;
 
 pub use auc::auc;
 pub use hypothesis::two_proportion;
-pub use intervals::{newcombe_difference, wilson};
+pub use intervals::{RatioSums, newcombe_difference, ratio_interval, wilson};
 pub use multiple::{benjamini_hochberg, holm};

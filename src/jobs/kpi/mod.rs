@@ -27,7 +27,7 @@ use crate::layers::columns::{dates, floats, strings};
 use crate::layers::org::{Membership, NO_REGION};
 use crate::outputs::{Manifest, RunWriter};
 use intervention::Intervention;
-use severity::{Series, series_cells, systemic};
+use severity::{Series, Spread, UnitSeries, series_cells, systemic};
 
 /// Deal snapshots per period of the grain being computed (they read `mart.period`).
 const SNAPSHOT_SQL: [(&str, &str); 2] = [
@@ -74,21 +74,23 @@ fn aggregate_sql(session: &LakeSession, kpi: &Kpi, cal: &Calendar) -> String {
                  CAST(f.numerator AS DOUBLE) AS num, CAST(f.denominator AS DOUBLE) AS den, CAST(f.n AS BIGINT) AS n
                FROM f WHERE f.day IS NOT NULL AND CAST(f.day AS DATE) <= {as_of}),
         known_users AS (SELECT DISTINCT member_id FROM mart.org_unit WHERE level = 'seller')
-        SELECT 'company' AS level, 'company' AS unit_id, period_start, SUM(num) AS num, SUM(den) AS den, SUM(n) AS n
+        SELECT 'company' AS level, 'company' AS unit_id, period_start, SUM(num) AS num, SUM(den) AS den, SUM(n) AS n, {spread}
           FROM fp GROUP BY period_start
         UNION ALL
-        SELECT m.level, m.unit_id, fp.period_start, SUM(fp.num), SUM(fp.den), SUM(fp.n)
+        SELECT m.level, m.unit_id, fp.period_start, SUM(fp.num), SUM(fp.den), SUM(fp.n), {spread}
           FROM fp JOIN mart.org_unit AS m ON m.member_id = fp.owner_id AND m.level <> 'company'
           GROUP BY m.level, m.unit_id, fp.period_start
         UNION ALL
-        SELECT 'seller', 'seller:' || COALESCE(fp.owner_id, '(none)'), fp.period_start, SUM(fp.num), SUM(fp.den), SUM(fp.n)
+        SELECT 'seller', 'seller:' || COALESCE(fp.owner_id, '(none)'), fp.period_start, SUM(fp.num), SUM(fp.den), SUM(fp.n), {spread}
           FROM fp LEFT JOIN known_users AS k ON k.member_id = fp.owner_id WHERE k.member_id IS NULL
           GROUP BY 2, fp.period_start
         UNION ALL
-        SELECT 'region', 'region:{NO_REGION}', fp.period_start, SUM(fp.num), SUM(fp.den), SUM(fp.n)
+        SELECT 'region', 'region:{NO_REGION}', fp.period_start, SUM(fp.num), SUM(fp.den), SUM(fp.n), {spread}
           FROM fp LEFT JOIN known_users AS k ON k.member_id = fp.owner_id WHERE k.member_id IS NULL
           GROUP BY fp.period_start",
         as_of = session.fill("{{as_of_date}}"),
+        // Per-row spread for the interval of an average (a ratio of sums over rows).
+        spread = "SUM(fp.num * fp.num), SUM(fp.den * fp.den), SUM(fp.num * fp.den), COUNT(*)",
     )
 }
 
@@ -178,11 +180,19 @@ pub async fn compute(
             let sql = aggregate_sql(session, kpi, &cal);
             let batches = session.collect_declared(&sql, &format!("KPI {} (data/kpi_catalog.toml)", kpi.id)).await?;
             let mut raw: BTreeMap<(String, String), Series> = BTreeMap::new();
+            let mut spreads: BTreeMap<(String, String), Spread> = BTreeMap::new();
             for b in &batches {
                 let (lv, id, ps) = (strings(b.column(0))?, strings(b.column(1))?, dates(b.column(2))?);
                 let (num, den, n) = (floats(b.column(3))?, floats(b.column(4))?, floats(b.column(5))?);
+                let (yy, xx, xy, rows) =
+                    (floats(b.column(6))?, floats(b.column(7))?, floats(b.column(8))?, floats(b.column(9))?);
                 for r in 0..b.num_rows() {
                     let (Some(lv), Some(id), Some(ps)) = (lv[r].clone(), id[r].clone(), ps[r]) else { continue };
+                    let sp = spreads.entry((lv.clone(), id.clone())).or_default().entry(ps).or_default();
+                    sp.0 += yy[r].unwrap_or(0.0);
+                    sp.1 += xx[r].unwrap_or(0.0);
+                    sp.2 += xy[r].unwrap_or(0.0);
+                    sp.3 += rows[r].unwrap_or(0.0) as i64;
                     let e = raw.entry((lv, id)).or_default().entry(ps).or_insert((0.0, 0.0, 0));
                     e.0 += num[r].unwrap_or(0.0);
                     e.1 += den[r].unwrap_or(0.0);
@@ -206,7 +216,15 @@ pub async fn compute(
                     });
                 }
                 let unit = units.iter().find(|u| &u.id == unit_id).expect("just added").clone();
-                cells.extend(series_cells(kpi, g, &list, as_of, &unit, series, &job.severity));
+                let spread = spreads.get(&(level.clone(), unit_id.clone()));
+                cells.extend(series_cells(
+                    kpi,
+                    g,
+                    &list,
+                    as_of,
+                    UnitSeries { unit: &unit, series, spread },
+                    &job.severity,
+                ));
             }
             *timings_ms.entry(kpi.id.clone()).or_default() += kpi_started.elapsed().as_millis() as u64;
         }
@@ -500,6 +518,7 @@ pub async fn finish(
 #[cfg(test)]
 mod tests {
     use super::catalog::check_catalog;
+    use super::severity::Spread;
     use super::*;
 
     #[test]
@@ -567,7 +586,14 @@ mod tests {
                 .into_iter()
                 .chain([(d(4), (april.0, april.1, april.1 as i64))])
                 .collect();
-            let cells = series_cells(&kpi, "month", &list, d(4) + Days::new(29), &unit, &series, &job.severity);
+            let cells = series_cells(
+                &kpi,
+                "month",
+                &list,
+                d(4) + Days::new(29),
+                UnitSeries { unit: &unit, series: &series, spread: None },
+                &job.severity,
+            );
             cells.last().unwrap().status.clone()
         };
         // 0 of 95 slipped, then 1 of 92: a miss of a 0% target, but within noise (p ~ 0.3).
@@ -594,7 +620,14 @@ mod tests {
         };
         let cells = |won: f64, closed: f64| {
             let series: Series = (1..=3).map(|m| (d(m), (won, closed, closed as i64))).collect();
-            series_cells(&kpi, "month", &list, d(3) + Days::new(30), &unit, &series, &job.severity)
+            series_cells(
+                &kpi,
+                "month",
+                &list,
+                d(3) + Days::new(30),
+                UnitSeries { unit: &unit, series: &series, spread: None },
+                &job.severity,
+            )
         };
         // 1 of 3 won, three months running: 33% < 50%, but the Wilson interval (6.1%-79.2%, by hand:
         // (p + z^2/2n -+ z sqrt(p(1-p)/n + z^2/4n^2)) / (1 + z^2/n)) includes 50%: no miss, no coaching.
@@ -615,9 +648,42 @@ mod tests {
         avg.target = catalog::Target::Fixed { value: 0.10 };
         let judge = |n: i64| {
             let series: Series = [(d(1), (0.2 * n as f64, n as f64, n))].into_iter().collect();
-            series_cells(&avg, "month", &list[..1], d(3), &unit, &series, &job.severity)[0].status.clone()
+            series_cells(
+                &avg,
+                "month",
+                &list[..1],
+                d(3),
+                UnitSeries { unit: &unit, series: &series, spread: None },
+                &job.severity,
+            )[0]
+            .status
+            .clone()
         };
         assert_eq!(judge(4), "not_enough_data");
         assert_eq!(judge(25), "observe");
+        // With the spread of its 25 deals: all at 20% is a clear miss of 15%; 12 deals at 40% and 13
+        // at 1.54% (the same 20% on average) give 12.3%-27.7% by hand (SS = 0.923, se = 0.0392),
+        // which includes 15%: not a miss.
+        avg.target = catalog::Target::Fixed { value: 0.15 };
+        let spread_judge = |yy: f64| {
+            let series: Series = [(d(1), (5.0, 25.0, 25))].into_iter().collect();
+            let spread: Spread = [(d(1), (yy, 25.0, 5.0, 25))].into_iter().collect();
+            let cells = series_cells(
+                &avg,
+                "month",
+                &list[..1],
+                d(3),
+                UnitSeries { unit: &unit, series: &series, spread: Some(&spread) },
+                &job.severity,
+            );
+            (cells[0].status.clone(), cells[0].ci_low.unwrap(), cells[0].ci_high.unwrap())
+        };
+        let (tight, lo, hi) = spread_judge(1.0);
+        assert_eq!(tight, "observe");
+        assert!((lo - 0.2).abs() < 1e-6 && (hi - 0.2).abs() < 1e-6, "{lo} {hi}");
+        let wide_yy = 12.0 * 0.16 + 13.0 * (0.2f64 / 13.0).powi(2);
+        let (wide, lo, hi) = spread_judge(wide_yy);
+        assert_eq!(wide, "not_enough_data");
+        assert!((lo - 0.1231).abs() < 1e-3 && (hi - 0.2769).abs() < 1e-3, "{lo} {hi}");
     }
 }

@@ -7,10 +7,21 @@ use chrono::NaiveDate;
 
 use crate::jobs::kpi::catalog::{Direction, Kind, Kpi, Severity, Target};
 use crate::jobs::kpi::model::{Cell, Period, Unit, fmt_value};
-use crate::stats::wilson;
+use crate::stats::{RatioSums, ratio_interval, wilson};
 
 /// One unit's sums per period start: (numerator, denominator, n).
 pub(super) type Series = BTreeMap<NaiveDate, (f64, f64, i64)>;
+
+/// One unit's per-row spread per period start: (Σnum², Σden², Σnum·den, rows), for the interval
+/// of an average.
+pub(super) type Spread = BTreeMap<NaiveDate, (f64, f64, f64, i64)>;
+
+/// One unit's sums per period, and their per-row spread where the KPI has one.
+pub(super) struct UnitSeries<'a> {
+    pub unit: &'a Unit,
+    pub series: &'a Series,
+    pub spread: Option<&'a Spread>,
+}
 
 /// Units compared for systemic misses: same KPI, grain, period, level and parent.
 type PeerGroup = (String, String, NaiveDate, String, Option<String>);
@@ -37,10 +48,10 @@ pub(super) fn series_cells(
     g: &str,
     list: &[Period],
     as_of: NaiveDate,
-    unit: &Unit,
-    series: &Series,
+    data: UnitSeries<'_>,
     sev: &Severity,
 ) -> Vec<Cell> {
+    let UnitSeries { unit, series, spread } = data;
     let Some(first) = series.keys().next().copied() else { return Vec::new() };
     let mut out: Vec<Cell> = Vec::new();
     for p in list.iter().filter(|p| p.start >= first) {
@@ -49,8 +60,14 @@ pub(super) fn series_cells(
             Kind::Total => Some(num),
             Kind::Ratio => (den != 0.0).then(|| num / den),
         };
+        // Rates: Wilson. Averages (other ratios): the ratio estimator's interval over the rows.
         let (ci_low, ci_high) = if kpi.rate {
             wilson(num.round() as i64, den.round() as i64).map_or((None, None), |(l, h)| (Some(l), Some(h)))
+        } else if kpi.kind == Kind::Ratio
+            && let Some(&(yy, xx, xy, rows)) = spread.and_then(|s| s.get(&p.start))
+        {
+            ratio_interval(RatioSums { y: num, x: den, yy, xx, xy, rows })
+                .map_or((None, None), |(l, h)| (Some(l), Some(h)))
         } else {
             (None, None)
         };
@@ -143,13 +160,22 @@ pub(super) fn series_cells(
     out
 }
 
-/// Why a point below target is not yet a miss, if it is not: for a rate of counts, its 95% Wilson
-/// interval still reaches the target; for an average (a ratio of sums), fewer than `min_judge_n`
-/// deals or activities. Totals are facts, not samples: their misses stand.
+/// Why a point below target is not yet a miss, if it is not: an average (a ratio of sums that is
+/// not a rate) on fewer than `min_judge_n` rows; or a 95% interval that still reaches the target
+/// (Wilson for a rate of counts, the ratio estimator's for an average). Totals are facts, not
+/// samples: their misses stand.
 fn unclear_miss(kpi: &Kpi, cell: &Cell, target: f64, target_high: Option<f64>, sev: &Severity) -> Option<String> {
     let v = cell.value?;
-    if kpi.rate {
-        let (lo, hi) = (cell.ci_low?, cell.ci_high?);
+    if kpi.kind == Kind::Ratio && !kpi.rate && cell.n < sev.min_judge_n {
+        return Some(format!(
+            "{} against a target of {}, on n={} (a miss of an average needs n >= {}): not enough evidence of a miss",
+            fmt_value(&kpi.unit, v),
+            fmt_value(&kpi.unit, target),
+            cell.n,
+            sev.min_judge_n
+        ));
+    }
+    if let (Some(lo), Some(hi)) = (cell.ci_low, cell.ci_high) {
         let clear = match (kpi.target, kpi.direction) {
             (Target::Band { .. }, _) => hi < target || target_high.is_some_and(|h| lo > h),
             (_, Direction::Higher) => hi < target,
@@ -166,15 +192,7 @@ fn unclear_miss(kpi: &Kpi, cell: &Cell, target: f64, target_high: Option<f64>, s
             )
         });
     }
-    (kpi.kind == Kind::Ratio && cell.n < sev.min_judge_n).then(|| {
-        format!(
-            "{} against a target of {}, on n={} (a miss of an average needs n >= {}): not enough evidence of a miss",
-            fmt_value(&kpi.unit, v),
-            fmt_value(&kpi.unit, target),
-            cell.n,
-            sev.min_judge_n
-        )
-    })
+    None
 }
 
 /// A miss becomes diagnose_first, coaching or observe (systemic is decided across units later).
@@ -197,16 +215,24 @@ fn classify(kpi: &Kpi, cell: &Cell, prev: Option<&Cell>, earlier: &[Cell], sev: 
         } else {
             false
         };
-        // For a rate of counts, a "sharp" change must also be more than noise: a two-proportion
-        // test against the previous period at 5% (0 of 90 -> 1 of 92 is not a sudden drop).
-        let beyond_noise = !kpi.rate
-            || crate::stats::two_proportion(
+        // A "sharp" change must also be more than noise: for a rate of counts a two-proportion test
+        // against the previous period at 5% (0 of 90 -> 1 of 92 is not a sudden drop); for an
+        // average, the previous value outside this period's 95% interval.
+        let beyond_noise = if !kpi.rate {
+            // An average with an interval: the previous value must lie outside it.
+            match (cell.ci_low, cell.ci_high) {
+                (Some(lo), Some(hi)) => pv < lo || pv > hi,
+                _ => true,
+            }
+        } else {
+            crate::stats::two_proportion(
                 cell.numerator.round() as i64,
                 cell.denominator.round() as i64,
                 p.numerator.round() as i64,
                 p.denominator.round() as i64,
             )
-            .is_some_and(|(_, pvalue)| pvalue < 0.05);
+            .is_some_and(|(_, pvalue)| pvalue < 0.05)
+        };
         if (worse >= sev.sharp_drop && outside && beyond_noise) || volume {
             return (
                 "diagnose_first",
