@@ -186,6 +186,15 @@ fn the_minimal_salesforce_shape_runs_whole_with_figures_from_its_raw_files() {
         assert_eq!(a, b, "{flag}");
     }
     assert!(r.stdout.contains("flag competition_emerging not instrumented: needs tracker_mention (not landed)\n"));
+    // The backtest says so too, instead of a 0% line for flags that could never fire here.
+    let bt = run(m, &["backtest", "--from", "2026-06-15", "--to", "2026-06-15"]);
+    assert_eq!(bt.code, 0, "{}", bt.stderr);
+    assert!(
+        bt.stdout.contains("competition_emerging         not instrumented: needs tracker_mention"),
+        "{}",
+        bt.stdout
+    );
+    assert!(!bt.stdout.contains("technical_incompatibility     "), "{}", bt.stdout);
     // ...and the leadership report says all of it, in the HTML and in the Markdown summary.
     let report = r.stdout.lines().find_map(|l| l.strip_prefix("report: ")).expect("report path");
     let html = std::fs::read_to_string(m.join(report)).unwrap();

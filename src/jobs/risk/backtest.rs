@@ -90,11 +90,14 @@ pub async fn run(
     let (history, stages) = full_history(lake).await?;
     let mut rows: Vec<Scored> = Vec::new();
     let mut weeks = 0;
+    // Flags this lake cannot fire (the same on every date: they follow what landed).
+    let mut blind: BTreeMap<String, Vec<String>> = BTreeMap::new();
     let mut d = from;
     let bar = crate::progress::bar(((to - from).num_days() as u64) / every_days + 1, "backtest", "as-of dates");
     while d <= to {
         let session = crate::outputs::open_session(lake, AsOf(Some(d))).await?;
         let risk = crate::jobs::risk::compute(&session, pb).await?;
+        blind.extend(crate::jobs::risk::uninstrumented(&session, pb));
         let horizon = d + Days::new(horizon_days);
         for r in risk.iter().filter(|r| r.score.is_some()) {
             let Some(h) = history.get(&r.deal.id) else { continue };
@@ -172,6 +175,10 @@ pub async fn run(
         }
     }
     for f in &pb.flags {
+        if let Some(missing) = blind.get(&f.id) {
+            text.push_str(&format!("  {:<28} not instrumented: needs {}\n", f.id, missing.join("; ")));
+            continue;
+        }
         let (k, m) = per_flag.get(&f.id).copied().unwrap_or((0, 0));
         let note = if m < 30 { "  (not enough evidence: n < 30)" } else { "" };
         text.push_str(&format!("  {:<28} {}{note}\n", f.id, pct(k, m)));
