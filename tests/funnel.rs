@@ -154,6 +154,38 @@ fn hand_built_funnel_every_number_worked_out() {
 }
 
 #[test]
+fn steps_the_lake_does_not_record_are_skipped_and_said_not_counted_as_zero() {
+    let dir = fixture();
+    let lake = dir.path();
+    // The fixture's journey with two steps this lake cannot measure: an SQL status nobody reached
+    // (while the opportunity step was reached) and a step that needs quotas, which are not landed.
+    let journeys = write(
+        lake,
+        "five_steps.toml",
+        &JOURNEY.replace(
+            "[[journeys.steps]]\nname = \"Opportunity\"",
+            "[[journeys.steps]]\nname = \"SQL\"\nreached = \"SELECT lead_id AS entity_id, created_date AS reached_at FROM staging.lead_history WHERE new_value = 'SQL'\"\n\
+             [[journeys.steps]]\nname = \"Quota check\"\nneeds = [\"quota\"]\nreached = \"SELECT owner_id AS entity_id, created_date AS reached_at FROM staging.quota\"\n\
+             [[journeys.steps]]\nname = \"Opportunity\"",
+        ),
+    );
+    let r = run(lake, &["funnel", "--as-of", "2024-06-30", "--journeys", journeys.to_str().unwrap()]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stdout.contains("step SQL skipped: no entity reached it while later steps were reached"), "{}", r.stdout);
+    assert!(r.stdout.contains("step Quota check skipped: needs quota (not landed)"), "{}", r.stdout);
+    // The three measured steps give the hand-worked numbers of the three-step journey: MQL ->
+    // Opportunity is 1 of 3 (L1), not 0 through an empty SQL step.
+    let all = steps(lake, "2024-06-30", "(all)");
+    let got: Vec<(&str, f64, f64)> = all
+        .iter()
+        .map(|r| (s(r, "step"), f(r, "entered"), r.get("converted").and_then(|v| v.as_f64()).unwrap_or(-1.0)))
+        .collect();
+    assert_eq!(got, [("Lead", 5.0, 3.0), ("MQL", 3.0, 1.0), ("Opportunity", 1.0, -1.0)]);
+    let notes = query(lake, "SELECT notes FROM output.runs WHERE job = 'funnel'", None);
+    assert!(format!("{notes:?}").contains("step SQL skipped"), "{notes:?}");
+}
+
+#[test]
 fn as_of_hides_later_conversions() {
     let dir = fixture();
     let lake = dir.path();

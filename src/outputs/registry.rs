@@ -81,6 +81,7 @@ pub async fn register_outputs(session: &LakeSession) -> Result<()> {
         Field::new("committed_at", DataType::Utf8, false),
         Field::new("tables", DataType::Utf8, false),
         Field::new("code_version", DataType::Utf8, false),
+        Field::new("notes", DataType::Utf8, false),
     ]));
     let col = |f: &dyn Fn(&Manifest) -> String| -> ArrayRef {
         Arc::new(StringArray::from(runs.iter().map(f).collect::<Vec<_>>()))
@@ -94,6 +95,8 @@ pub async fn register_outputs(session: &LakeSession) -> Result<()> {
             col(&|m| m.committed_at.clone()),
             col(&|m| m.tables.iter().map(|t| format!("{}({})", t.name, t.rows)).collect::<Vec<_>>().join(", ")),
             col(&|m| m.code_version.clone()),
+            // What the run could not measure or chose to skip, one note per line.
+            col(&|m| m.notes.join("\n")),
         ],
     )?;
     session.ctx.register_table("output.runs", Arc::new(MemTable::try_new(schema, vec![vec![batch]])?))?;

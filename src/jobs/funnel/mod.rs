@@ -200,7 +200,8 @@ pub async fn entity_sql(
                 "step {} skipped: no entity reached it while later steps were reached, so this lake does not record it",
                 journey.steps[k].name
             )),
-            Some((table, count)) if k > 0 && *count > 0 => {
+            // A stand-in is only called on enough reaches that coincidence cannot explain it.
+            Some((table, count)) if k > 0 && *count >= MIN_PROXY_REACHES => {
                 let later: Vec<(usize, &str)> = held
                     .iter()
                     .enumerate()
@@ -259,6 +260,9 @@ pub async fn entity_sql(
     sql.push_str(&format!(" SELECT * FROM w{}", n - 1));
     Ok((sql, dims, Effective { journey: effective.clone(), skipped }))
 }
+
+/// Reaches a step needs before "all at a later step's instant" is read as a stand-in for it.
+const MIN_PROXY_REACHES: i64 = 20;
 
 /// Whether every reach of a step coincides (same entity, same instant) with the reach of one later
 /// step: then the step carries no timing of its own (Olist's 'Converted' status stands in for
