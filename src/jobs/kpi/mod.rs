@@ -567,20 +567,25 @@ mod tests {
         assert_eq!(months[1].end, d("2026-02-28"));
     }
 
-    #[test]
-    fn a_rate_jump_within_noise_is_not_a_sudden_drop() {
-        let (job, cat) = load(None, None).unwrap();
-        let kpi = cat.kpis.iter().find(|k| k.id == "slip_rate").unwrap().clone();
-        let d = |m: u32| NaiveDate::from_ymd_opt(2026, m, 1).unwrap();
-        let list = periods(&Calendar::default(), d(1), d(4) + Days::new(29));
-        let unit = Unit {
+    /// One seller with no parent: the unit the severity tests judge.
+    fn seller_s() -> Unit {
+        Unit {
             level: "seller".into(),
             id: "seller:S".into(),
             name: "S".into(),
             parent: None,
             head_id: None,
             head_name: None,
-        };
+        }
+    }
+
+    #[test]
+    fn a_rate_jump_within_noise_is_not_a_sudden_drop() {
+        let (job, cat) = load(None, None).unwrap();
+        let kpi = cat.kpis.iter().find(|k| k.id == "slip_rate").unwrap().clone();
+        let d = |m: u32| NaiveDate::from_ymd_opt(2026, m, 1).unwrap();
+        let list = periods(&Calendar::default(), d(1), d(4) + Days::new(29));
+        let unit = seller_s();
         let status = |april: (f64, f64)| {
             let series: Series = [(d(1), (0.0, 90.0, 90)), (d(2), (0.0, 90.0, 90)), (d(3), (0.0, 95.0, 95))]
                 .into_iter()
@@ -610,14 +615,7 @@ mod tests {
         kpi.target = catalog::Target::Fixed { value: 0.5 };
         let d = |m: u32| NaiveDate::from_ymd_opt(2026, m, 1).unwrap();
         let list = periods(&Calendar::default(), d(1), d(3) + Days::new(30));
-        let unit = Unit {
-            level: "seller".into(),
-            id: "seller:S".into(),
-            name: "S".into(),
-            parent: None,
-            head_id: None,
-            head_name: None,
-        };
+        let unit = seller_s();
         let cells = |won: f64, closed: f64| {
             let series: Series = (1..=3).map(|m| (d(m), (won, closed, closed as i64))).collect();
             series_cells(
