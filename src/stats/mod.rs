@@ -5,8 +5,12 @@ pub mod auc;
 pub mod hypothesis;
 pub mod intervals;
 pub mod multiple;
+pub mod tables;
 
 pub use auc::auc;
 pub use hypothesis::two_proportion;
 pub use intervals::{RatioSums, newcombe_difference, ratio_interval, wilson};
 pub use multiple::{benjamini_hochberg, holm};
+pub use tables::{
+    Estimate, MantelHaenszel, Table2x2, breslow_day, mantel_haenszel, normal_two_sided, ratio_of_odds_ratios,
+};
