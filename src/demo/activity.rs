@@ -8,7 +8,7 @@ use rand_chacha::ChaCha8Rng;
 use super::chunk::{Chunk, Ctx};
 use super::deals::Deal;
 use super::messiness::LATE_LOGGED_RATE;
-use super::truth::{LOSS_STALL_REPLY_FACTOR, Tally};
+use super::truth::{LEGAL_REVIEW_SHARE, LOSS_STALL_REPLY_FACTOR, Tally};
 use super::world::*;
 use crate::lake::rowbuf::{RowBuf, V};
 
@@ -24,6 +24,7 @@ impl Chunk<'_> {
         let (oid, owner_id, chosen, role_names, changes) = (&d.oid, &d.owner_id, &d.chosen, &d.role_names, &d.changes);
         let stop = close_at.unwrap_or_else(|| end.and_hms_opt(20, 0, 0).expect("valid"));
         let stall_from = if outcome == Some(false) { changes.last().map(|c| c.0) } else { None };
+        let legal_review = cx.opts.confounded && unit_hash(cx.opts.seed, chunk, o) < LEGAL_REVIEW_SHARE;
         let mut week = created;
         let mut wk = 0;
         while week < stop {
@@ -52,8 +53,8 @@ impl Chunk<'_> {
                 } else {
                     (0.45, 2.0)
                 };
-                let p_reply =
-                    if stall_from.is_some_and(|f| sent >= f) { p_reply * LOSS_STALL_REPLY_FACTOR } else { p_reply };
+                let stall_reply = if cx.opts.null_effects { 1.0 } else { LOSS_STALL_REPLY_FACTOR };
+                let p_reply = if stall_from.is_some_and(|f| sent >= f) { p_reply * stall_reply } else { p_reply };
                 push_task(
                     &mut out.tasks,
                     t,
@@ -135,6 +136,11 @@ impl Chunk<'_> {
                     if security && stage_now >= 2 && rng.random::<f64>() < 0.6 {
                         mention("security", "SOC 2 report", rng);
                     }
+                    // Which deals have legal review comes from a hash, not the random stream, so
+                    // lakes without --confounded draw exactly the same numbers as before.
+                    if legal_review && stage_now == 3 {
+                        mention("legal", "MSA redlines", rng);
+                    }
                 }
             }
             week += Duration::days(7);
@@ -182,4 +188,13 @@ pub(super) fn push_task(
         logged.into(),
         (logged + Duration::hours(1)).into(),
     ]);
+}
+
+/// A number in [0, 1) fixed by (seed, chunk, deal), outside the random stream (splitmix64).
+fn unit_hash(seed: u64, chunk: u64, o: u64) -> f64 {
+    let mut z = seed ^ chunk.wrapping_mul(0xD6E8_FEB8_6659_FD93) ^ o.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^= z >> 31;
+    (z >> 11) as f64 / (1u64 << 53) as f64
 }

@@ -47,6 +47,69 @@ pub(super) struct Deal {
     pub pressure: bool,
 }
 
+/// Median days in each open stage (times the deal's size factor) and the chance to advance.
+const STAGE_MEDIAN_DAYS: [f64; 5] = [9.0, 14.0, 12.0, 14.0, 10.0];
+const STAGE_ADVANCE: [f64; 5] = [0.78, 0.72, 0.72, 0.75, 0.72];
+/// Paths simulated per stage entry for the true win probability.
+const ORACLE_PATHS: u32 = 200;
+
+/// What decides a deal's stage advances, for the oracle.
+struct Latents {
+    size_mult: f64,
+    single: bool,
+    champion_mode: i32,
+    competitor: bool,
+    null: bool,
+}
+
+impl Latents {
+    /// The chance of winning from the entry of `stage` at `at`: the stage loop of `stage_path` run
+    /// `ORACLE_PATHS` times from there with the deal's own attributes (and its champion's dark
+    /// date when already decided), on a stream of its own so the lake's draws are untouched.
+    /// It is the best any model could know: the generator's own probability, not observable data.
+    fn win_probability(&self, stage: usize, at: NaiveDateTime, known_dark: Option<NaiveDateTime>, seed: u64) -> f64 {
+        use rand::SeedableRng;
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        let f = |planted: f64| if self.null { 1.0 } else { planted };
+        let mut wins = 0u32;
+        for _ in 0..ORACLE_PATHS {
+            let (mut s, mut tcur, mut dark) = (stage, at, known_dark);
+            loop {
+                let dur = lognormal(&mut rng, STAGE_MEDIAN_DAYS[s] * self.size_mult, 0.55).max(1.0);
+                let next_t = tcur + Duration::minutes((dur * 1440.0) as i64);
+                if s == 1 && self.champion_mode == 1 && dark.is_none() {
+                    dark = Some(
+                        tcur + Duration::minutes((dur * 1440.0 * rng.random::<f64>()) as i64) + Duration::days(14),
+                    );
+                }
+                let mut p = STAGE_ADVANCE[s];
+                if dark.is_some_and(|d| d < next_t) {
+                    p *= f(DARK_ADVANCE_FACTOR);
+                }
+                if self.competitor && s >= 1 {
+                    p *= f(COMPETITOR_ADVANCE_FACTOR);
+                }
+                if self.single {
+                    p *= f(SINGLE_ADVANCE_FACTOR);
+                }
+                if self.champion_mode == 3 {
+                    p = (p * f(ENGAGED_CHAMPION_ADVANCE_FACTOR)).min(0.97);
+                }
+                if rng.random::<f64>() >= p {
+                    break;
+                }
+                if s == 4 {
+                    wins += 1;
+                    break;
+                }
+                s += 1;
+                tcur = next_t;
+            }
+        }
+        f64::from(wins) / f64::from(ORACLE_PATHS)
+    }
+}
+
 impl Chunk<'_> {
     /// One opportunity and everything recorded about it, in the order the random stream is read.
     pub(super) fn opportunity(&mut self, o: u64) {
@@ -160,11 +223,12 @@ impl Chunk<'_> {
 
     /// Stage by stage until won, lost or the end of the window.
     fn stage_path(&mut self, d: &mut Deal) {
-        let (rng, end) = (&mut self.rng, self.cx.end);
+        let (rng, end, null) = (&mut self.rng, self.cx.end, self.cx.opts.null_effects);
+        // Under --null-effects every factor is 1: the same draws, outcomes independent of them.
+        let effect = |planted: f64| if null { 1.0 } else { planted };
         let (created, size_mult, single, champion_mode, competitor) =
             (d.created, d.size_mult, d.single, d.champion_mode, d.competitor);
-        let medians = [9.0, 14.0, 12.0, 14.0, 10.0];
-        let base_adv = [0.78, 0.72, 0.72, 0.75, 0.72];
+        let (medians, base_adv) = (STAGE_MEDIAN_DAYS, STAGE_ADVANCE);
         let mut changes: Vec<(NaiveDateTime, usize, bool)> = vec![(created, 0, false)]; // (time, stage idx, slip)
         let mut tcur = created;
         let mut stage = 0usize;
@@ -184,21 +248,24 @@ impl Chunk<'_> {
             }
             let mut p: f64 = base_adv[stage];
             if dark_at.is_some_and(|d| d < next_t) {
-                p *= 0.5;
+                p *= effect(DARK_ADVANCE_FACTOR);
             }
             if competitor_from.is_some() {
-                p *= 0.85;
+                p *= effect(COMPETITOR_ADVANCE_FACTOR);
             }
             if single {
-                p *= 0.95;
+                p *= effect(SINGLE_ADVANCE_FACTOR);
             }
             if champion_mode == 3 {
-                p = (p * 1.08).min(0.97);
+                p = (p * effect(ENGAGED_CHAMPION_ADVANCE_FACTOR)).min(0.97);
             }
             // Decided now so a deal that will be lost here can stall first (LOSS_STALL_FACTOR).
             let advance = rng.random::<f64>() < p;
-            let next_t =
-                if advance { next_t } else { tcur + Duration::minutes((dur * LOSS_STALL_FACTOR * 1440.0) as i64) };
+            let next_t = if advance {
+                next_t
+            } else {
+                tcur + Duration::minutes((dur * effect(LOSS_STALL_FACTOR) * 1440.0) as i64)
+            };
             if next_t.date() > end {
                 break;
             }
@@ -219,6 +286,19 @@ impl Chunk<'_> {
             }
         }
         let close_at = outcome.map(|_| tcur);
+        // The deal's true chance of winning at each open-stage entry, for truth_win_probability.csv.
+        let oracle_latents = Latents { size_mult, single, champion_mode, competitor, null };
+        for &(at, stage, _) in &changes {
+            let known_dark = if stage >= 2 { dark_at } else { None };
+            let seed = self.cx.opts.seed ^ (self.cx.chunk << 40) ^ (d.o << 4) ^ stage as u64;
+            let p = oracle_latents.win_probability(stage, at, known_dark, seed);
+            self.t.win_probabilities.push(format!(
+                "{},{},{},{p:.4}",
+                d.oid,
+                STAGES[stage].0,
+                at.format("%Y-%m-%d %H:%M:%S")
+            ));
+        }
         d.changes = changes;
         d.dark_at = dark_at;
         d.competitor_from = competitor_from;
@@ -235,7 +315,11 @@ impl Chunk<'_> {
             (d.demo_at, d.single, d.close_at, d.outcome, d.champion_mode, d.dark_at);
         let mut slip_at = None;
         if let Some(d) = demo_at {
-            let p = if single { SLIP_AFTER_DEMO_SINGLE } else { SLIP_AFTER_DEMO_MULTI };
+            let p = match (self.cx.opts.null_effects, single) {
+                (true, _) => SLIP_AFTER_DEMO_NULL,
+                (false, true) => SLIP_AFTER_DEMO_SINGLE,
+                (false, false) => SLIP_AFTER_DEMO_MULTI,
+            };
             let limit = close_at.unwrap_or_else(|| end.and_hms_opt(23, 0, 0).expect("valid"));
             let when = d + Duration::hours(rng.random_range(24..24 * 20));
             let slipped = rng.random::<f64>() < p;

@@ -39,7 +39,19 @@ pub struct GenerateOptions {
     /// Days of daily usage kept per customer (the last N days before `end`).
     pub usage_days: u32,
     pub shape: Shape,
+    /// Every planted effect off (outcomes independent of single-threading, champions, competitors;
+    /// no loss stall), with the same structure and the same random draws: a null lake on which
+    /// the learning loop must find nothing.
+    pub null_effects: bool,
+    /// Plant a condition with no effect that only occurs late in the cycle (legal review on calls
+    /// in Proposal): a naive comparison credits it with late-stage win rates, a stratified one
+    /// must not.
+    pub confounded: bool,
 }
+
+/// Beside truth.json: each deal's true chance of winning at every open-stage entry, from the
+/// generator's own parameters (the best possible win model on this lake).
+pub const TRUTH_WIN_PROBABILITY: &str = "truth_win_probability.csv";
 
 /// How the generated lake is landed: every contract table with this project's conventions, or a
 /// narrow Salesforce selection with Salesforce's picklists and a lake.toml (`minimal`).
@@ -59,6 +71,8 @@ impl Default for GenerateOptions {
             days: 730,
             usage_days: 90,
             shape: Shape::Full,
+            null_effects: false,
+            confounded: false,
         }
     }
 }
@@ -74,7 +88,7 @@ pub async fn generate(lake: &Lake, opts: &GenerateOptions) -> Result<Truth> {
     const ACCOUNTS_PER_CHUNK: u64 = 20_000;
     let chunks = n_accounts.div_ceil(ACCOUNTS_PER_CHUNK);
 
-    for dir in ["raw/", "truth.json"] {
+    for dir in ["raw/", "truth.json", TRUTH_WIN_PROBABILITY] {
         lake.delete_prefix(dir).await?;
     }
     // A lake.toml an earlier minimal-shape generation wrote goes with its data.
@@ -128,6 +142,12 @@ pub async fn generate(lake: &Lake, opts: &GenerateOptions) -> Result<Truth> {
     }
     let json = serde_json::to_vec_pretty(&truth).map_err(|e| crate::error::Error::Other(e.to_string()))?;
     lake.put("truth.json", json).await?;
+    let mut csv = String::from("opportunity_id,stage_name,entered_at,true_win_probability\n");
+    for line in &tally.win_probabilities {
+        csv.push_str(line);
+        csv.push('\n');
+    }
+    lake.put(TRUTH_WIN_PROBABILITY, csv.into_bytes()).await?;
     eprintln!(
         "generated {} opportunities ({} rows in all) in {:.1}s into {}",
         n_opps,

@@ -12,7 +12,17 @@ use super::messiness::*;
 // Planted effects. Tests and the learning loop look for these; truth.json records them.
 pub(super) const SLIP_AFTER_DEMO_SINGLE: f64 = 0.48;
 pub(super) const SLIP_AFTER_DEMO_MULTI: f64 = 0.20;
+/// Under --null-effects every deal that reached Demo slips with this probability.
+pub(super) const SLIP_AFTER_DEMO_NULL: f64 = 0.30;
 pub(super) const CHAMPION_DARK_SHARE: f64 = 0.25;
+/// Stage-advance probability factors: once the champion has gone dark, with a competitor in the
+/// deal, single-threaded, with an engaged champion.
+pub(super) const DARK_ADVANCE_FACTOR: f64 = 0.5;
+pub(super) const COMPETITOR_ADVANCE_FACTOR: f64 = 0.85;
+pub(super) const SINGLE_ADVANCE_FACTOR: f64 = 0.95;
+pub(super) const ENGAGED_CHAMPION_ADVANCE_FACTOR: f64 = 1.08;
+/// --confounded: the share of deals in Proposal whose calls bring up legal review (no effect).
+pub(super) const LEGAL_REVIEW_SHARE: f64 = 0.5;
 
 /// A deal heading for a loss stalls: its last stage lasts this much longer, and in it every
 /// stakeholder replies this much less often (the pattern the deal-risk flags look for).
@@ -32,8 +42,73 @@ pub struct Truth {
     pub start: String,
     pub end: String,
     pub effects: BTreeMap<String, serde_json::Value>,
+    /// Whether the effects were switched off (--null-effects) and the late condition planted
+    /// (--confounded).
+    pub null_effects: bool,
+    pub confounded: bool,
+    /// The risk ratios the learning loop's patterns should find, in the terms of jobs/patterns.toml
+    /// (condition, outcome, the stage entry where it is observed): 1.0 where nothing was planted.
+    pub planted_patterns: Vec<PlantedPattern>,
     pub messiness: BTreeMap<String, serde_json::Value>,
     pub row_counts: BTreeMap<String, u64>,
+}
+
+/// One planted effect as the patterns job should report it.
+#[derive(Debug, Clone, Serialize)]
+pub struct PlantedPattern {
+    pub condition: String,
+    pub outcome: String,
+    pub stage: String,
+    pub risk_ratio: f64,
+    pub why: String,
+}
+
+/// The planted patterns: stage advances are multiplied by a factor at each remaining stage, so
+/// from the entry of stage k the win probability is multiplied by factor^(stages left), the same
+/// for every other attribute a deal has (the factors multiply), which makes it the risk ratio
+/// within that stage.
+fn planted_patterns(opts: &GenerateOptions) -> Vec<PlantedPattern> {
+    let on = |planted: f64| if opts.null_effects { 1.0 } else { planted };
+    let p = |condition: &str, outcome: &str, stage: &str, risk_ratio: f64, why: &str| PlantedPattern {
+        condition: condition.into(),
+        outcome: outcome.into(),
+        stage: stage.into(),
+        risk_ratio,
+        why: why.into(),
+    };
+    let mut out = vec![
+        p(
+            "single_threaded",
+            "slipped",
+            "Demo",
+            on(SLIP_AFTER_DEMO_SINGLE / SLIP_AFTER_DEMO_MULTI),
+            "a single-threaded deal slips after Demo with probability 0.48, a multi-threaded one 0.20",
+        ),
+        p(
+            "competitor_in_play",
+            "won",
+            "Proposal",
+            on(COMPETITOR_ADVANCE_FACTOR.powi(2)),
+            "a competitor multiplies each stage advance by 0.85; two advances remain from Proposal",
+        ),
+        p(
+            "competitor_in_play",
+            "won",
+            "Negotiation",
+            on(COMPETITOR_ADVANCE_FACTOR),
+            "one advance remains from Negotiation",
+        ),
+    ];
+    if opts.confounded {
+        out.push(p(
+            "legal_review",
+            "won",
+            "Negotiation",
+            1.0,
+            "legal review comes up on calls in Proposal for half the deals and changes nothing",
+        ));
+    }
+    out
 }
 
 /// Counters the simulation keeps so the truth file states realised effects, not only parameters.
@@ -60,6 +135,8 @@ pub(super) struct Tally {
     pub null_lead_sources: u64,
     pub late_logged_tasks: u64,
     pub signups: BTreeMap<String, (u64, u64)>,
+    /// "opportunity_id,stage,entered_at,probability" per open-stage entry (the oracle).
+    pub win_probabilities: Vec<String>,
     pub rows: BTreeMap<String, u64>,
 }
 
@@ -93,6 +170,7 @@ impl Tally {
             e.0 += a;
             e.1 += b;
         }
+        self.win_probabilities.extend(o.win_probabilities.iter().cloned());
         for (k, v) in &o.rows {
             *self.rows.entry(k.clone()).or_default() += v;
         }
@@ -108,6 +186,9 @@ pub(super) fn truth_from(opts: &GenerateOptions, start: NaiveDate, n_opps: u64, 
         start: start.to_string(),
         end: opts.end.to_string(),
         row_counts: t.rows.clone(),
+        null_effects: opts.null_effects,
+        confounded: opts.confounded,
+        planted_patterns: planted_patterns(opts),
         ..Default::default()
     };
     truth.effects.insert(
