@@ -89,7 +89,7 @@ fn every_readme_command_runs_and_prints_figures_that_check_out() {
     assert!(commands.len() >= 18, "{commands:?}");
     let root = tempdir();
     let lakes: BTreeMap<&str, PathBuf> =
-        ["demo", "big", "sf", "maven", "bench"].iter().map(|n| (*n, root.path().join(n))).collect();
+        ["demo", "big", "sf", "null", "maven", "bench"].iter().map(|n| (*n, root.path().join(n))).collect();
     // The set-up command makes the demo lake the commands without --lake read.
     let setup = run(&lakes["demo"], &["run", "--opportunities", "1500"]);
     assert_eq!(setup.code, 0, "{}", setup.stderr);
@@ -244,6 +244,26 @@ fn every_readme_command_runs_and_prints_figures_that_check_out() {
                 assert!(n > 0.0 && (100.0 * k / n - pct).abs() < 0.051, "{line}");
                 assert!(r.stdout.contains("AUC"), "{}", r.stdout);
             }
+            ("patterns", _) => {
+                // "outcome patterns: 412 tests (Benjamini-Hochberg at q = 0.05), 9 significant"
+                let line = r.stdout.lines().find(|l| l.starts_with("outcome patterns:")).expect("patterns line");
+                let n: Vec<i64> = line.split_whitespace().filter_map(|w| w.trim_matches(',').parse().ok()).collect();
+                let on = format!("FROM output.patterns WHERE as_of_date = '{}'", as_of.unwrap());
+                assert_eq!(n[0], count(&lake, &format!("SELECT * {on} AND tested"), None), "{line}");
+                assert_eq!(n[1], count(&lake, &format!("SELECT * {on} AND significant"), None), "{line}");
+                assert_eq!(n[1], count(&lake, &format!("SELECT * {on} AND finding IS NOT NULL"), None), "{line}");
+            }
+            ("models", _) => {
+                // "published a win probability for 214 open deals": one per deal open that day.
+                let line =
+                    r.stdout.lines().find(|l| l.starts_with("published a win probability")).expect("models line");
+                let n: i64 = line.split_whitespace().find_map(|w| w.parse().ok()).unwrap();
+                let on = format!("WHERE as_of_date = '{}'", as_of.unwrap());
+                assert_eq!(n, count(&lake, &format!("SELECT * FROM output.win_probability {on}"), None));
+                let staged = "SELECT * FROM staging.opportunity WHERE NOT COALESCE(is_closed, false)";
+                assert_eq!(n, count(&lake, staged, as_of));
+                assert!(r.stdout.contains("stage only") && r.stdout.contains("AUC"), "{}", r.stdout);
+            }
             ("contract", _) => {
                 let doc =
                     std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("data/contract/CONTRACT.md"))
@@ -262,7 +282,7 @@ fn every_readme_command_runs_and_prints_figures_that_check_out() {
     }
     for cmd in [
         "generate", "validate", "tables", "describe", "query", "import", "funnel", "kpis", "risk", "action",
-        "backtest", "contract", "bench",
+        "backtest", "patterns", "models", "contract", "bench",
     ] {
         assert!(checked.iter().any(|c| c == cmd), "{cmd} not in the README's commands");
     }

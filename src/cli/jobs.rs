@@ -105,6 +105,31 @@ pub async fn risk_in(session: &LakeSession, playbook: &crate::jobs::risk::Playbo
     Ok(())
 }
 
+/// The outcome-patterns job (quarterly learning loop).
+pub async fn patterns(lake: &Lake, as_of: NaiveDate, job: Option<&Path>, out: &mut dyn Write) -> Result<()> {
+    let session = crate::outputs::open_session(lake, AsOf(Some(as_of))).await?;
+    refuse_broken(&session, lake)?;
+    let job = crate::learn::patterns::load(job)?;
+    let run = crate::learn::patterns::run(&session, &job).await?;
+    write!(out, "{}", run.text)?;
+    writeln!(out, "published run {} (output.patterns, output.deal_trajectory)", run.manifest.run_id)?;
+    Ok(())
+}
+
+/// The learning loop's fitted models.
+pub async fn models(lake: &Lake, as_of: NaiveDate, out: &mut dyn Write) -> Result<()> {
+    let session = crate::outputs::open_session(lake, AsOf(Some(as_of))).await?;
+    refuse_broken(&session, lake)?;
+    let run = crate::learn::models::run_win_model(&session).await?;
+    write!(out, "{}", run.text)?;
+    writeln!(
+        out,
+        "published run {} (output.win_probability, output.model_metrics, model card {})",
+        run.manifest.run_id, run.model_version
+    )?;
+    Ok(())
+}
+
 /// What a rep did on a deal, typed by hand (`action --deal --did`).
 pub struct ActionByHand {
     pub deal: Option<String>,

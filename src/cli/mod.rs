@@ -79,6 +79,24 @@ pub enum Command {
         #[arg(long)]
         playbook: Option<PathBuf>,
     },
+    /// Outcome patterns (the quarterly learning loop): deal trajectories, then every condition of
+    /// jobs/patterns.toml against every outcome, stratified by stage, by segment, with
+    /// Benjamini-Hochberg and a holdout re-test (output.patterns, output.deal_trajectory).
+    Patterns {
+        #[arg(long)]
+        as_of: NaiveDate,
+        /// A patterns declaration instead of the built-in jobs/patterns.toml.
+        #[arg(long)]
+        job: Option<PathBuf>,
+    },
+    /// Fitted models (the quarterly learning loop): the win-probability model trained on deals
+    /// closed before the last half-year and tested on those closed since, beside a stage-only model,
+    /// the CRM's stage probability and (on generated lakes) the true probability; a probability per
+    /// open deal (output.win_probability), output.model_metrics and the model card.
+    Models {
+        #[arg(long)]
+        as_of: NaiveDate,
+    },
     /// Record what a rep actually did on a flagged deal (appended to the decision-trace log), or
     /// import it from CRM tasks logged on flagged deals after the flag.
     Action {
@@ -140,6 +158,14 @@ pub enum Command {
         /// its lake.toml; see data/profiles/salesforce_minimal.toml).
         #[arg(long, value_enum, default_value_t = crate::demo::Shape::Full)]
         shape: crate::demo::Shape,
+        /// Switch every planted effect off (same structure, same random draws): a null lake, on
+        /// which `patterns` must report nothing significant.
+        #[arg(long)]
+        null_effects: bool,
+        /// Also plant a condition with no effect that only occurs late (legal review in Proposal):
+        /// a naive comparison credits it with late-stage win rates, a stratified one must not.
+        #[arg(long)]
+        confounded: bool,
     },
     /// Check the lake against its contract and publish data-quality findings.
     Validate {
@@ -249,6 +275,8 @@ pub async fn run(cli: Cli) -> Result<()> {
                 .await
         }
         Command::Risk { as_of, playbook } => jobs::risk(&lake, as_of, playbook.as_deref(), out).await,
+        Command::Models { as_of } => jobs::models(&lake, as_of, out).await,
+        Command::Patterns { as_of, job } => jobs::patterns(&lake, as_of, job.as_deref(), out).await,
         Command::Action { deal, did, why, by, on, as_of, from_tasks } => {
             let by_hand = jobs::ActionByHand { deal, did, why, by, on };
             jobs::action(&lake, as_of, from_tasks, by_hand, out).await
@@ -264,9 +292,9 @@ pub async fn run(cli: Cli) -> Result<()> {
             };
             jobs::funnel(&lake, as_of, journey.as_deref(), journeys.as_deref(), &by, &cal, out).await
         }
-        Command::Generate { opportunities, seed, end, days, usage_days, shape } => {
-            lake_cmds::generate(&lake, &GenerateOptions { opportunities, seed, end, days, usage_days, shape }, out)
-                .await
+        Command::Generate { opportunities, seed, end, days, usage_days, shape, null_effects, confounded } => {
+            let opts = GenerateOptions { opportunities, seed, end, days, usage_days, shape, null_effects, confounded };
+            lake_cmds::generate(&lake, &opts, out).await
         }
         Command::Validate { as_of } => lake_cmds::validate(&lake, as_of, out).await,
         Command::Import { mapping, source } => lake_cmds::import(&lake, &mapping, &source, out).await,

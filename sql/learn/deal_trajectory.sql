@@ -1,0 +1,191 @@
+-- Deal trajectories: every deal at each entry into an open stage and at the end of every week it
+-- was open, with what was observable then, and the outcome known by the run date.
+-- One set-based pass over the as-of tables: landmarks joined by range to the history, contact
+-- roles, meetings, tasks and tracker mentions recorded before each landmark.
+-- Slots filled by the engine: {{weeks}} the week ends (a VALUES list of the first instant after
+-- each weekly as-of day), {{as_of_end}} the end of the run date.
+-- No look-ahead: every feature reads only rows recorded before `known_before` (a stage entry's
+-- own instant plus one second, or the first instant after the weekly as-of day). The outcome
+-- columns (closed_at, won, next_push_at, closed_amount) are the only ones that look later, and
+-- only the learning loop's evaluation reads them.
+WITH stage_meta AS (
+  SELECT master_label, MIN(sort_order) AS sort_order, bool_or(is_closed) AS is_closed, bool_or(is_won) AS is_won
+  FROM staging.opportunity_stage GROUP BY master_label
+),
+hist AS (
+  SELECT h.opportunity_id, h.id, h.created_date, h.stage_name, h.amount, h.close_date, h.probability,
+    LAG(h.stage_name) OVER (PARTITION BY h.opportunity_id ORDER BY h.created_date, h.id) AS prev_stage,
+    LAG(h.close_date) OVER (PARTITION BY h.opportunity_id ORDER BY h.created_date, h.id) AS prev_close_date
+  FROM staging.opportunity_history AS h
+  WHERE h.created_date IS NOT NULL
+),
+-- The first time each deal reached a closed stage, as known by the run date.
+closes AS (
+  SELECT opportunity_id, closed_at, won, closed_amount FROM (
+    SELECT h.opportunity_id, h.created_date AS closed_at, s.is_won AS won, h.amount AS closed_amount,
+      ROW_NUMBER() OVER (PARTITION BY h.opportunity_id ORDER BY h.created_date, h.id) AS rk
+    FROM hist AS h JOIN stage_meta AS s ON s.master_label = h.stage_name
+    WHERE s.is_closed
+  ) AS c WHERE rk = 1
+),
+weeks AS (
+  SELECT column1 AS week_end FROM (VALUES {{weeks}}) AS w
+),
+landmarks AS (
+  SELECT h.opportunity_id, 'stage_entry' AS snapshot, h.created_date + INTERVAL '1 second' AS known_before
+  FROM hist AS h
+  JOIN stage_meta AS s ON s.master_label = h.stage_name
+  LEFT JOIN closes AS c ON c.opportunity_id = h.opportunity_id
+  WHERE (h.prev_stage IS NULL OR h.prev_stage <> h.stage_name) AND NOT s.is_closed
+    AND (c.closed_at IS NULL OR h.created_date < c.closed_at)
+  UNION ALL
+  SELECT o.id, 'week', w.week_end
+  FROM staging.opportunity AS o
+  JOIN weeks AS w ON w.week_end > o.created_date
+  LEFT JOIN closes AS c ON c.opportunity_id = o.id
+  WHERE c.closed_at IS NULL OR c.closed_at >= w.week_end
+),
+state AS (
+  SELECT l.opportunity_id, l.known_before,
+    last_value(h.stage_name ORDER BY h.created_date, h.id) AS stage_name,
+    last_value(h.amount ORDER BY h.created_date, h.id) AS amount,
+    last_value(h.close_date ORDER BY h.created_date, h.id) AS close_date,
+    last_value(h.probability ORDER BY h.created_date, h.id) AS probability,
+    MAX(CASE WHEN h.prev_stage IS NULL OR h.prev_stage <> h.stage_name THEN h.created_date END) AS stage_entered_at,
+    SUM(CASE WHEN h.close_date > h.prev_close_date THEN 1 ELSE 0 END) AS close_pushes,
+    MAX(h.amount) AS max_amount
+  FROM landmarks AS l
+  JOIN hist AS h ON h.opportunity_id = l.opportunity_id AND h.created_date < l.known_before
+  GROUP BY l.opportunity_id, l.known_before
+),
+-- Outcome side: the first close-date push after the landmark while the deal was still open.
+pushes AS (
+  SELECT l.opportunity_id, l.known_before, MIN(h.created_date) AS next_push_at
+  FROM landmarks AS l
+  JOIN hist AS h ON h.opportunity_id = l.opportunity_id AND h.created_date >= l.known_before
+  LEFT JOIN closes AS c ON c.opportunity_id = l.opportunity_id
+  WHERE h.close_date > h.prev_close_date AND (c.closed_at IS NULL OR h.created_date < c.closed_at)
+  GROUP BY l.opportunity_id, l.known_before
+),
+roles AS (
+  SELECT l.opportunity_id, l.known_before,
+    COUNT(DISTINCT r.contact_id) AS contacts,
+    MIN(CASE WHEN r.stakeholder_role = 'champion' THEN r.created_date END) AS champion_added_at,
+    MAX(CASE WHEN r.stakeholder_role = 'economic_buyer' THEN 1 ELSE 0 END) AS economic_buyer,
+    MAX(CASE WHEN r.stakeholder_role = 'technical_buyer' THEN 1 ELSE 0 END) AS technical_buyer,
+    MAX(r.created_date) AS last_thread_added_at
+  FROM landmarks AS l
+  JOIN staging.opportunity_contact_role AS r
+    ON r.opportunity_id = l.opportunity_id AND (r.created_date IS NULL OR r.created_date < l.known_before)
+  GROUP BY l.opportunity_id, l.known_before
+),
+meetings AS (
+  SELECT l.opportunity_id, l.known_before, COUNT(*) AS meetings,
+    SUM(CASE WHEN e.created_date >= l.known_before - INTERVAL '28 days' THEN 1 ELSE 0 END) AS meetings_28d,
+    MAX(CASE WHEN e.meeting_kind = 'discovery' THEN 1 ELSE 0 END) AS discovery_meeting,
+    array_to_string(array_agg(DISTINCT lower(trim(c.title))), '|') AS met_titles
+  FROM landmarks AS l
+  JOIN staging.event AS e ON e.what_id = l.opportunity_id AND e.created_date < l.known_before
+  LEFT JOIN staging.contact AS c ON c.id = e.who_id
+  GROUP BY l.opportunity_id, l.known_before
+),
+champions AS (
+  SELECT opportunity_id, contact_id, MIN(created_date) AS since
+  FROM staging.opportunity_contact_role WHERE stakeholder_role = 'champion'
+  GROUP BY opportunity_id, contact_id
+),
+tasks AS (
+  SELECT l.opportunity_id, l.known_before, t.direction, t.who_id,
+    t.created_date >= l.known_before - INTERVAL '28 days' AS recent
+  FROM landmarks AS l
+  JOIN staging.task AS t ON t.what_id = l.opportunity_id AND t.created_date < l.known_before
+    AND t.created_date >= l.known_before - INTERVAL '56 days'
+),
+task_counts AS (
+  SELECT t.opportunity_id, t.known_before,
+    SUM(CASE WHEN t.recent THEN 1 ELSE 0 END) AS tasks_28d,
+    SUM(CASE WHEN t.recent AND t.direction = 'inbound' THEN 1 ELSE 0 END) AS inbound_28d,
+    SUM(CASE WHEN t.recent AND t.direction = 'outbound' THEN 1 ELSE 0 END) AS outbound_28d,
+    SUM(CASE WHEN NOT t.recent AND t.direction = 'inbound' THEN 1 ELSE 0 END) AS inbound_prev_28d,
+    SUM(CASE WHEN NOT t.recent AND t.direction = 'outbound' THEN 1 ELSE 0 END) AS outbound_prev_28d,
+    SUM(CASE WHEN ch.contact_id IS NOT NULL AND t.recent AND t.direction = 'inbound' THEN 1 ELSE 0 END) AS champion_in_28d,
+    SUM(CASE WHEN ch.contact_id IS NOT NULL AND t.recent AND t.direction = 'outbound' THEN 1 ELSE 0 END) AS champion_out_28d,
+    SUM(CASE WHEN ch.contact_id IS NOT NULL AND NOT t.recent AND t.direction = 'inbound' THEN 1 ELSE 0 END) AS champion_in_prev_28d,
+    SUM(CASE WHEN ch.contact_id IS NOT NULL AND NOT t.recent AND t.direction = 'outbound' THEN 1 ELSE 0 END) AS champion_out_prev_28d
+  FROM tasks AS t
+  LEFT JOIN champions AS ch ON ch.opportunity_id = t.opportunity_id AND ch.contact_id = t.who_id
+    AND (ch.since IS NULL OR ch.since < t.known_before)
+  GROUP BY t.opportunity_id, t.known_before
+),
+mentions AS (
+  SELECT l.opportunity_id, l.known_before,
+    SUM(CASE WHEN m.topic = 'competitor' THEN 1 ELSE 0 END) AS competitor_mentions,
+    SUM(CASE WHEN m.topic IN ('pricing', 'discount') THEN 1 ELSE 0 END) AS pricing_mentions,
+    SUM(CASE WHEN m.topic = 'security' THEN 1 ELSE 0 END) AS security_mentions,
+    SUM(CASE WHEN m.topic IN ('integration', 'technical_blocker') THEN 1 ELSE 0 END) AS technical_mentions,
+    SUM(CASE WHEN m.topic = 'legal' THEN 1 ELSE 0 END) AS legal_mentions
+  FROM landmarks AS l
+  JOIN staging.tracker_mention AS m ON m.opportunity_id = l.opportunity_id AND m.mentioned_at < l.known_before
+  GROUP BY l.opportunity_id, l.known_before
+)
+SELECT
+  l.opportunity_id,
+  d.account_id,
+  d.owner_id,
+  l.snapshot,
+  l.known_before,
+  CAST(l.known_before - INTERVAL '1 second' AS DATE) AS snapshot_date,
+  s.stage_name,
+  sm.sort_order AS stage_order,
+  CAST(date_part('epoch', l.known_before - s.stage_entered_at) AS DOUBLE) / 86400.0 AS days_in_stage,
+  CAST(date_part('epoch', l.known_before - o.created_date) AS DOUBLE) / 86400.0 AS age_days,
+  s.amount,
+  s.max_amount,
+  s.close_date,
+  -- The CRM's own win probability (the stage's default, or the rep's), in percent.
+  s.probability,
+  CAST(COALESCE(s.close_pushes, 0) AS BIGINT) AS close_pushes,
+  CAST(COALESCE(r.contacts, 0) AS BIGINT) AS contacts,
+  r.champion_added_at IS NOT NULL AS has_champion,
+  COALESCE(r.economic_buyer, 0) = 1 AS has_economic_buyer,
+  COALESCE(r.technical_buyer, 0) = 1 AS has_technical_buyer,
+  CAST(date_part('epoch', l.known_before - r.champion_added_at) AS DOUBLE) / 86400.0 AS champion_days,
+  CAST(date_part('epoch', l.known_before - r.last_thread_added_at) AS DOUBLE) / 86400.0 AS days_since_thread_added,
+  CAST(COALESCE(m.meetings, 0) AS BIGINT) AS meetings,
+  CAST(COALESCE(m.meetings_28d, 0) AS BIGINT) AS meetings_28d,
+  COALESCE(m.discovery_meeting, 0) = 1 AS had_discovery,
+  COALESCE('|' || m.met_titles || '|', '') AS met_titles,
+  CAST(COALESCE(t.tasks_28d, 0) AS BIGINT) AS tasks_28d,
+  CAST(COALESCE(t.inbound_28d, 0) AS BIGINT) AS inbound_28d,
+  CAST(COALESCE(t.outbound_28d, 0) AS BIGINT) AS outbound_28d,
+  CAST(COALESCE(t.inbound_prev_28d, 0) AS BIGINT) AS inbound_prev_28d,
+  CAST(COALESCE(t.outbound_prev_28d, 0) AS BIGINT) AS outbound_prev_28d,
+  CAST(COALESCE(t.champion_in_28d, 0) AS BIGINT) AS champion_in_28d,
+  CAST(COALESCE(t.champion_out_28d, 0) AS BIGINT) AS champion_out_28d,
+  CAST(COALESCE(t.champion_in_prev_28d, 0) AS BIGINT) AS champion_in_prev_28d,
+  CAST(COALESCE(t.champion_out_prev_28d, 0) AS BIGINT) AS champion_out_prev_28d,
+  CAST(COALESCE(mn.competitor_mentions, 0) AS BIGINT) AS competitor_mentions,
+  CAST(COALESCE(mn.pricing_mentions, 0) AS BIGINT) AS pricing_mentions,
+  CAST(COALESCE(mn.security_mentions, 0) AS BIGINT) AS security_mentions,
+  CAST(COALESCE(mn.technical_mentions, 0) AS BIGINT) AS technical_mentions,
+  CAST(COALESCE(mn.legal_mentions, 0) AS BIGINT) AS legal_mentions,
+  d.size_band,
+  d.industry,
+  d.source_class,
+  d.deal_type,
+  -- Outcomes, known by the run date: only the learning loop's evaluation reads these.
+  c.closed_at,
+  c.won,
+  c.closed_amount,
+  p.next_push_at
+FROM landmarks AS l
+JOIN staging.opportunity AS o ON o.id = l.opportunity_id
+LEFT JOIN mart.deal AS d ON d.id = l.opportunity_id
+LEFT JOIN state AS s ON s.opportunity_id = l.opportunity_id AND s.known_before = l.known_before
+LEFT JOIN stage_meta AS sm ON sm.master_label = s.stage_name
+LEFT JOIN roles AS r ON r.opportunity_id = l.opportunity_id AND r.known_before = l.known_before
+LEFT JOIN meetings AS m ON m.opportunity_id = l.opportunity_id AND m.known_before = l.known_before
+LEFT JOIN task_counts AS t ON t.opportunity_id = l.opportunity_id AND t.known_before = l.known_before
+LEFT JOIN mentions AS mn ON mn.opportunity_id = l.opportunity_id AND mn.known_before = l.known_before
+LEFT JOIN closes AS c ON c.opportunity_id = l.opportunity_id
+LEFT JOIN pushes AS p ON p.opportunity_id = l.opportunity_id AND p.known_before = l.known_before

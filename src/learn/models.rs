@@ -1,0 +1,689 @@
+//! Fitted models (linfa) on feature frames built with Polars from the deal trajectories, handed
+//! across as Parquet: the win-probability model, its held-out evaluation (AUC with a deal-cluster
+//! bootstrap interval, Brier score, calibration by decile) against a stage-only model, the CRM's
+//! stage probability and, on generated lakes, the true probability; its model card.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use chrono::{Days, NaiveDate};
+use datafusion::arrow::array::{ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray};
+use datafusion::arrow::datatypes::{Field, Schema};
+use datafusion::parquet::arrow::ArrowWriter;
+use linfa::prelude::*;
+use linfa_logistic::LogisticRegression;
+use ndarray::{Array1, Array2};
+use polars::prelude::{DataFrame, DataType as PlDataType, IntoLazy, ParquetReader, SerReader, col, lit, when};
+use rand::{Rng, SeedableRng};
+use serde::Serialize;
+
+use super::trajectory::{self, Trajectory};
+use crate::error::{Error, Result};
+use crate::layers::LakeSession;
+use crate::outputs::{Manifest, RunWriter};
+use crate::stats::{auc, wilson};
+
+/// Counts and durations: heavy-tailed, entered as log(1 + x).
+const LOG_FEATURES: [&str; 15] = [
+    "amount",
+    "days_in_stage",
+    "age_days",
+    "contacts",
+    "close_pushes",
+    "meetings",
+    "meetings_28d",
+    "inbound_28d",
+    "outbound_28d",
+    "champion_in_28d",
+    "champion_out_28d",
+    "champion_in_prev_28d",
+    "competitor_mentions",
+    "security_mentions",
+    "technical_mentions",
+];
+const FLAG_FEATURES: [&str; 4] = ["has_champion", "has_economic_buyer", "has_technical_buyer", "had_discovery"];
+/// The regularisation strengths tried (linfa's L2 weight on the summed log-loss), chosen on a
+/// time-ordered validation split.
+const ALPHAS: [f64; 5] = [0.1, 10.0, 1_000.0, 10_000.0, 100_000.0];
+/// Deals closed in the last this-many days before the run date are the test period.
+pub const TEST_DAYS: u64 = 182;
+const BOOTSTRAP: usize = 200;
+
+/// Timestamps as microseconds, whatever unit the Parquet carries.
+fn micros() -> PlDataType {
+    PlDataType::Datetime(polars::prelude::TimeUnit::Microseconds, None)
+}
+
+fn pe(e: polars::prelude::PolarsError) -> Error {
+    Error::Other(format!("feature frame (Polars): {e}"))
+}
+
+fn le(e: impl std::fmt::Display) -> Error {
+    Error::Other(format!("win-probability model (linfa): {e}"))
+}
+
+/// The trajectory as Parquet bytes: how it crosses from DataFusion to Polars.
+fn to_parquet(traj: &Trajectory) -> Result<Vec<u8>> {
+    let mut buf = Vec::new();
+    let mut w = ArrowWriter::try_new(&mut buf, traj.schema.clone(), None)?;
+    for b in &traj.batches {
+        w.write(b)?;
+    }
+    w.close()?;
+    Ok(buf)
+}
+
+/// One trajectory row as the model sees it.
+struct Sample {
+    deal: String,
+    stage: String,
+    snapshot: String,
+    known_before: i64,
+    closed_at: Option<i64>,
+    won: Option<bool>,
+    crm_probability: Option<f64>,
+    x: Vec<f64>,
+    stage_x: Vec<f64>,
+}
+
+/// Builds the feature frame with Polars: stage and size-band indicators, numeric features cast and
+/// null-filled, from the trajectory Parquet.
+fn feature_frame(parquet: Vec<u8>) -> Result<(Vec<String>, Vec<String>, Vec<Sample>)> {
+    let df: DataFrame = ParquetReader::new(std::io::Cursor::new(parquet)).finish().map_err(pe)?;
+    let distinct = |name: &str| -> Result<Vec<String>> {
+        let mut v: Vec<String> =
+            df.column(name).map_err(pe)?.str().map_err(pe)?.iter().flatten().map(str::to_string).collect();
+        v.sort();
+        v.dedup();
+        Ok(v)
+    };
+    let stages = distinct("stage_name")?;
+    let bands = distinct("size_band")?;
+    let mut exprs = vec![
+        col("opportunity_id"),
+        col("stage_name"),
+        col("snapshot"),
+        col("known_before").cast(micros()).cast(PlDataType::Int64).alias("known_before_us"),
+        col("closed_at").cast(micros()).cast(PlDataType::Int64).alias("closed_at_us"),
+        col("won"),
+        col("probability").cast(PlDataType::Float64).alias("crm_probability"),
+    ];
+    let mut names = Vec::new();
+    for c in LOG_FEATURES {
+        exprs.push(col(c).cast(PlDataType::Float64).fill_null(lit(0.0)).alias(format!("f_{c}")));
+        names.push(format!("log1p({c})"));
+    }
+    for c in FLAG_FEATURES {
+        exprs.push(col(c).cast(PlDataType::Float64).fill_null(lit(0.0)).alias(format!("f_{c}")));
+        names.push(c.to_string());
+    }
+    // Indicators: every stage but the first and every size band but the first (the intercept
+    // carries the reference level).
+    for (i, s) in stages.iter().enumerate().skip(1) {
+        exprs.push(
+            when(col("stage_name").eq(lit(s.as_str()))).then(lit(1.0)).otherwise(lit(0.0)).alias(format!("s_{i}")),
+        );
+        names.push(format!("stage = {s}"));
+    }
+    for (i, b) in bands.iter().enumerate().skip(1) {
+        exprs.push(
+            when(col("size_band").eq(lit(b.as_str()))).then(lit(1.0)).otherwise(lit(0.0)).alias(format!("b_{i}")),
+        );
+        names.push(format!("size_band = {b}"));
+    }
+    let frame = df.lazy().filter(col("stage_name").is_not_null()).select(exprs).collect().map_err(pe)?;
+    let n = frame.height();
+    let s = |name: &str| -> Result<Vec<Option<String>>> {
+        Ok(frame.column(name).map_err(pe)?.str().map_err(pe)?.iter().map(|v| v.map(str::to_string)).collect())
+    };
+    let i = |name: &str| -> Result<Vec<Option<i64>>> {
+        Ok(frame.column(name).map_err(pe)?.i64().map_err(pe)?.iter().collect())
+    };
+    let f = |name: &str| -> Result<Vec<Option<f64>>> {
+        Ok(frame.column(name).map_err(pe)?.f64().map_err(pe)?.iter().collect())
+    };
+    let (deal, stage, snapshot) = (s("opportunity_id")?, s("stage_name")?, s("snapshot")?);
+    let (known, closed) = (i("known_before_us")?, i("closed_at_us")?);
+    let won: Vec<Option<bool>> = frame.column("won").map_err(pe)?.bool().map_err(pe)?.iter().collect();
+    let crm = f("crm_probability")?;
+    let mut cols: Vec<Vec<f64>> = Vec::new();
+    for c in LOG_FEATURES {
+        cols.push(f(&format!("f_{c}"))?.into_iter().map(|v| v.unwrap_or(0.0).max(0.0).ln_1p()).collect());
+    }
+    for c in FLAG_FEATURES {
+        cols.push(f(&format!("f_{c}"))?.into_iter().map(|v| v.unwrap_or(0.0)).collect());
+    }
+    let stage_cols: Vec<Vec<f64>> = (1..stages.len())
+        .map(|k| f(&format!("s_{k}")).map(|v| v.into_iter().map(|x| x.unwrap_or(0.0)).collect()))
+        .collect::<Result<_>>()?;
+    cols.extend(stage_cols.iter().cloned());
+    for k in 1..bands.len() {
+        cols.push(f(&format!("b_{k}"))?.into_iter().map(|x| x.unwrap_or(0.0)).collect());
+    }
+    let samples = (0..n)
+        .map(|r| Sample {
+            deal: deal[r].clone().unwrap_or_default(),
+            stage: stage[r].clone().unwrap_or_default(),
+            snapshot: snapshot[r].clone().unwrap_or_default(),
+            known_before: known[r].unwrap_or(0),
+            closed_at: closed[r],
+            won: won[r],
+            crm_probability: crm[r].map(|p| p / 100.0),
+            x: cols.iter().map(|c| c[r]).collect(),
+            stage_x: stage_cols.iter().map(|c| c[r]).collect(),
+        })
+        .collect();
+    Ok((names, stages, samples))
+}
+
+/// Standardisation learned on the training rows.
+struct Scaler {
+    mean: Vec<f64>,
+    sd: Vec<f64>,
+}
+
+impl Scaler {
+    fn fit(rows: &[&Vec<f64>]) -> Scaler {
+        let k = rows.first().map(|r| r.len()).unwrap_or(0);
+        let n = rows.len().max(1) as f64;
+        let mean: Vec<f64> = (0..k).map(|j| rows.iter().map(|r| r[j]).sum::<f64>() / n).collect();
+        let sd = (0..k)
+            .map(|j| {
+                let v = rows.iter().map(|r| (r[j] - mean[j]).powi(2)).sum::<f64>() / n;
+                if v > 1e-12 { v.sqrt() } else { 1.0 }
+            })
+            .collect();
+        Scaler { mean, sd }
+    }
+    fn matrix(&self, rows: &[&Vec<f64>]) -> Array2<f64> {
+        let k = self.mean.len();
+        Array2::from_shape_fn((rows.len(), k), |(i, j)| (rows[i][j] - self.mean[j]) / self.sd[j])
+    }
+}
+
+struct Fitted {
+    model: linfa_logistic::FittedLogisticRegression<f64, bool>,
+    scaler: Scaler,
+    alpha: f64,
+    validation: Vec<(f64, f64)>,
+}
+
+impl Fitted {
+    fn predict(&self, rows: &[&Vec<f64>]) -> Vec<f64> {
+        if rows.is_empty() {
+            return Vec::new();
+        }
+        win_probabilities(&self.model, &self.scaler.matrix(rows))
+    }
+}
+
+/// P(won). linfa's `predict_probabilities` is the probability of its "positive" class, which is
+/// the more frequent label in the training data (not `true`): flip it when that is a loss.
+fn win_probabilities(model: &linfa_logistic::FittedLogisticRegression<f64, bool>, x: &Array2<f64>) -> Vec<f64> {
+    let p = model.predict_probabilities(x);
+    if model.labels().pos.class { p.to_vec() } else { p.iter().map(|v| 1.0 - v).collect() }
+}
+
+fn fit_once(
+    rows: &[&Vec<f64>],
+    y: &[bool],
+    alpha: f64,
+    scaler: &Scaler,
+) -> Result<linfa_logistic::FittedLogisticRegression<f64, bool>> {
+    let data = Dataset::new(scaler.matrix(rows), Array1::from(y.to_vec()));
+    LogisticRegression::default().alpha(alpha).max_iterations(200).fit(&data).map_err(le)
+}
+
+fn log_loss(p: &[f64], y: &[bool]) -> f64 {
+    let n = p.len().max(1) as f64;
+    -p.iter()
+        .zip(y)
+        .map(|(p, y)| {
+            let p = p.clamp(1e-9, 1.0 - 1e-9);
+            if *y { p.ln() } else { (1.0 - p).ln() }
+        })
+        .sum::<f64>()
+        / n
+}
+
+/// Fits on the training rows, choosing alpha on the latest quarter of them (by close time).
+fn fit(rows: &[&Vec<f64>], y: &[bool], closed: &[i64]) -> Result<Fitted> {
+    let mut order: Vec<usize> = (0..rows.len()).collect();
+    order.sort_by_key(|&i| closed[i]);
+    let cut = rows.len() * 3 / 4;
+    let (early, late) = order.split_at(cut);
+    let pick = |idx: &[usize]| -> (Vec<&Vec<f64>>, Vec<bool>) {
+        (idx.iter().map(|&i| rows[i]).collect(), idx.iter().map(|&i| y[i]).collect())
+    };
+    let (xe, ye) = pick(early);
+    let (xl, yl) = pick(late);
+    let scaler_e = Scaler::fit(&xe);
+    let mut validation = Vec::new();
+    for alpha in ALPHAS {
+        if ye.iter().all(|v| *v) || ye.iter().all(|v| !*v) {
+            break;
+        }
+        let m = fit_once(&xe, &ye, alpha, &scaler_e)?;
+        let p = win_probabilities(&m, &scaler_e.matrix(&xl));
+        validation.push((alpha, log_loss(&p, &yl)));
+    }
+    let alpha = validation.iter().min_by(|a, b| a.1.total_cmp(&b.1)).map(|v| v.0).unwrap_or(1.0);
+    let scaler = Scaler::fit(rows);
+    let model = fit_once(rows, y, alpha, &scaler)?;
+    Ok(Fitted { model, scaler, alpha, validation })
+}
+
+/// One metric of one model on the test rows.
+#[derive(Debug, Clone, Serialize)]
+pub struct Metric {
+    pub model: String,
+    pub metric: String,
+    pub value: f64,
+    pub low: Option<f64>,
+    pub high: Option<f64>,
+    pub n: i64,
+}
+
+/// AUC with a bootstrap interval that resamples deals (a deal's rows move together).
+fn auc_with_interval(scored: &[(f64, bool)], deals: &[usize], n_deals: usize, seed: u64) -> Option<(f64, f64, f64)> {
+    let point = auc(scored)?;
+    let mut by_deal: Vec<Vec<usize>> = vec![Vec::new(); n_deals];
+    for (i, d) in deals.iter().enumerate() {
+        by_deal[*d].push(i);
+    }
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let mut reps = Vec::with_capacity(BOOTSTRAP);
+    for _ in 0..BOOTSTRAP {
+        let mut sample = Vec::with_capacity(scored.len());
+        for _ in 0..n_deals {
+            let d = rng.random_range(0..n_deals);
+            sample.extend(by_deal[d].iter().map(|&i| scored[i]));
+        }
+        if let Some(a) = auc(&sample) {
+            reps.push(a);
+        }
+    }
+    reps.sort_by(f64::total_cmp);
+    let q = |p: f64| reps[((reps.len() as f64 - 1.0) * p).round() as usize];
+    (!reps.is_empty()).then(|| (point, q(0.025), q(0.975)))
+}
+
+fn brier(scored: &[(f64, bool)]) -> f64 {
+    scored.iter().map(|(p, y)| (p - f64::from(u8::from(*y))).powi(2)).sum::<f64>() / scored.len().max(1) as f64
+}
+
+/// Calibration by decile of the predicted probability: (n, mean predicted, observed, 95% CI).
+fn calibration(scored: &[(f64, bool)]) -> Vec<(usize, f64, f64, (f64, f64))> {
+    let mut s = scored.to_vec();
+    s.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let n = s.len();
+    (0..10)
+        .filter_map(|k| {
+            let (lo, hi) = (n * k / 10, n * (k + 1) / 10);
+            let bin = &s[lo..hi];
+            if bin.is_empty() {
+                return None;
+            }
+            let wins = bin.iter().filter(|v| v.1).count();
+            let mean = bin.iter().map(|v| v.0).sum::<f64>() / bin.len() as f64;
+            Some((bin.len(), mean, wins as f64 / bin.len() as f64, wilson(wins as i64, bin.len() as i64)?))
+        })
+        .collect()
+}
+
+/// What the win-probability run produced.
+pub struct WinModelRun {
+    pub text: String,
+    pub metrics: Vec<Metric>,
+    pub manifest: Manifest,
+    pub model_version: String,
+    pub predictions: usize,
+}
+
+#[derive(Serialize)]
+struct ModelCard<'a> {
+    model: &'a str,
+    version: &'a str,
+    fitted_on: String,
+    as_of: String,
+    algorithm: &'static str,
+    features: &'a [String],
+    coefficients: Vec<(String, f64)>,
+    intercept: f64,
+    alpha: f64,
+    validation_log_loss: &'a [(f64, f64)],
+    training_window: String,
+    test_window: String,
+    training_rows: usize,
+    training_deals: usize,
+    test_rows: usize,
+    test_deals: usize,
+    metrics: &'a [Metric],
+    calibration: Vec<(usize, f64, f64, (f64, f64))>,
+    must_not_be_used_for: [&'static str; 4],
+}
+
+/// Fits the win-probability model as of the run date, evaluates it on the deals closed in the last
+/// `TEST_DAYS`, and publishes a probability for every deal open on the run date.
+pub async fn run_win_model(session: &LakeSession) -> Result<WinModelRun> {
+    let started = std::time::Instant::now();
+    let as_of = session.as_of.0.ok_or_else(|| Error::Other("the win model needs --as-of".into()))?;
+    let traj = trajectory::build(session).await?;
+    let built_ms = started.elapsed().as_millis() as u64;
+    let (names, _stages, samples) = feature_frame(to_parquet(&traj)?)?;
+    let micros = |d: NaiveDate| d.and_hms_opt(0, 0, 0).expect("midnight").and_utc().timestamp_micros();
+    let end = micros(as_of.checked_add_days(Days::new(1)).unwrap_or(as_of));
+    let cutoff = micros(as_of.checked_sub_days(Days::new(TEST_DAYS)).unwrap_or(as_of));
+    // Training: weekly rows of deals closed before the cut-off (their outcome was known then).
+    // Test: stage-entry rows of deals closed from the cut-off to the run date.
+    let closed = |s: &Sample| s.closed_at.filter(|c| *c < end).is_some() && s.won.is_some();
+    let train: Vec<&Sample> =
+        samples.iter().filter(|s| closed(s) && s.closed_at.unwrap_or(i64::MAX) < cutoff).collect();
+    let test: Vec<&Sample> =
+        samples.iter().filter(|s| s.snapshot == "week" && closed(s) && s.closed_at.unwrap_or(0) >= cutoff).collect();
+    // The generator's true probability is defined at stage entries: compared there.
+    let entries: Vec<&Sample> = samples
+        .iter()
+        .filter(|s| s.snapshot == "stage_entry" && closed(s) && s.closed_at.unwrap_or(0) >= cutoff)
+        .collect();
+    let open_now: Vec<&Sample> = samples
+        .iter()
+        .filter(|s| s.snapshot == "week" && s.known_before == end && s.closed_at.is_none_or(|c| c >= end))
+        .collect();
+    let deals = |v: &[&Sample]| v.iter().map(|s| s.deal.as_str()).collect::<std::collections::BTreeSet<_>>().len();
+    if deals(&train) < 50 || deals(&test) < 30 {
+        return Err(Error::Other(format!(
+            "not enough evidence to fit a win model as of {as_of}: {} deals closed before {} and {} after (needs 50 and 30)",
+            deals(&train),
+            as_of - chrono::Duration::days(TEST_DAYS as i64),
+            deals(&test)
+        )));
+    }
+    let y_train: Vec<bool> = train.iter().map(|s| s.won == Some(true)).collect();
+    let closed_train: Vec<i64> = train.iter().map(|s| s.closed_at.unwrap_or(0)).collect();
+    let full = fit(&train.iter().map(|s| &s.x).collect::<Vec<_>>(), &y_train, &closed_train)?;
+    let stage_only = fit(&train.iter().map(|s| &s.stage_x).collect::<Vec<_>>(), &y_train, &closed_train)?;
+    let p_full = full.predict(&test.iter().map(|s| &s.x).collect::<Vec<_>>());
+    let p_stage = stage_only.predict(&test.iter().map(|s| &s.stage_x).collect::<Vec<_>>());
+    let y_test: Vec<bool> = test.iter().map(|s| s.won == Some(true)).collect();
+    let mut deal_ix: HashMap<&str, usize> = HashMap::new();
+    let deal_of: Vec<usize> = test
+        .iter()
+        .map(|s| {
+            let n = deal_ix.len();
+            *deal_ix.entry(s.deal.as_str()).or_insert(n)
+        })
+        .collect();
+    let oracle = read_oracle(session).await?;
+    let mut metrics = Vec::new();
+    let mut evaluate = |model: &str, scored: Vec<(f64, bool)>, deals_of: Vec<usize>| {
+        let n_deals = deals_of.iter().copied().max().map(|m| m + 1).unwrap_or(0);
+        if let Some((a, lo, hi)) = auc_with_interval(&scored, &deals_of, n_deals, 7) {
+            metrics.push(Metric {
+                model: model.into(),
+                metric: "auc".into(),
+                value: a,
+                low: Some(lo),
+                high: Some(hi),
+                n: scored.len() as i64,
+            });
+        }
+        metrics.push(Metric {
+            model: model.into(),
+            metric: "brier".into(),
+            value: brier(&scored),
+            low: None,
+            high: None,
+            n: scored.len() as i64,
+        });
+    };
+    let zip = |p: &[f64]| p.iter().copied().zip(y_test.iter().copied()).collect::<Vec<_>>();
+    evaluate("win_model", zip(&p_full), deal_of.clone());
+    evaluate("stage_only", zip(&p_stage), deal_of.clone());
+    let crm: Vec<(usize, (f64, bool))> =
+        test.iter().enumerate().filter_map(|(i, s)| s.crm_probability.map(|p| (i, (p, y_test[i])))).collect();
+    if !crm.is_empty() {
+        evaluate(
+            "crm_stage_probability",
+            crm.iter().map(|c| c.1).collect(),
+            crm.iter().map(|c| deal_of[c.0]).collect(),
+        );
+    }
+    let mut oracle_rows = 0;
+    if let Some(truth) = &oracle {
+        let on: Vec<(&Sample, f64)> =
+            entries.iter().filter_map(|s| truth.get(&(s.deal.clone(), s.stage.clone())).map(|p| (*s, *p))).collect();
+        let y_on: Vec<bool> = on.iter().map(|(s, _)| s.won == Some(true)).collect();
+        let mut ix: HashMap<&str, usize> = HashMap::new();
+        let deal_on: Vec<usize> = on
+            .iter()
+            .map(|(s, _)| {
+                let n = ix.len();
+                *ix.entry(s.deal.as_str()).or_insert(n)
+            })
+            .collect();
+        let p_model = full.predict(&on.iter().map(|(s, _)| &s.x).collect::<Vec<_>>());
+        let p_stage_on = stage_only.predict(&on.iter().map(|(s, _)| &s.stage_x).collect::<Vec<_>>());
+        oracle_rows = on.len();
+        if oracle_rows > 0 {
+            let with = |p: &[f64]| p.iter().copied().zip(y_on.iter().copied()).collect::<Vec<_>>();
+            evaluate("true_probability", with(&on.iter().map(|(_, p)| *p).collect::<Vec<_>>()), deal_on.clone());
+            evaluate("win_model_at_stage_entries", with(&p_model), deal_on.clone());
+            evaluate("stage_only_at_stage_entries", with(&p_stage_on), deal_on);
+        }
+    }
+    let calib = calibration(&zip(&p_full));
+    let coefficients: Vec<(String, f64)> =
+        names.iter().cloned().zip(full.model.params().iter().zip(&full.scaler.sd).map(|(b, sd)| b / sd)).collect();
+    let mut h: u64 = 0xcbf29ce484222325;
+    for v in full.model.params().iter().chain([full.model.intercept()].iter()) {
+        for b in v.to_le_bytes() {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x100000001b3);
+        }
+    }
+    let version = format!("win-{as_of}-{:08x}", h as u32);
+    let p_open = full.predict(&open_now.iter().map(|s| &s.x).collect::<Vec<_>>());
+    let text = summary(
+        &metrics,
+        &full,
+        &calib,
+        train.len(),
+        deals(&train),
+        test.len(),
+        deals(&test),
+        oracle_rows,
+        p_open.len(),
+        &version,
+    );
+    let card = ModelCard {
+        model: "win_probability",
+        version: &version,
+        fitted_on: chrono::Utc::now().to_rfc3339(),
+        as_of: as_of.to_string(),
+        algorithm: "L2-regularised logistic regression (linfa-logistic), standardised features, alpha chosen on the latest quarter of the training deals by log-loss",
+        features: &names,
+        coefficients,
+        intercept: full.model.intercept(),
+        alpha: full.alpha,
+        validation_log_loss: &full.validation,
+        training_window: format!(
+            "weekly rows and stage entries of deals closed before {}",
+            as_of - chrono::Duration::days(TEST_DAYS as i64)
+        ),
+        test_window: format!(
+            "weekly rows of deals closed from {} to {as_of} (stage entries for the true probability)",
+            as_of - chrono::Duration::days(TEST_DAYS as i64)
+        ),
+        training_rows: train.len(),
+        training_deals: deals(&train),
+        test_rows: test.len(),
+        test_deals: deals(&test),
+        metrics: &metrics,
+        calibration: calib.clone(),
+        must_not_be_used_for: [
+            "judging sellers: it scores deal signals, and a seller's book carries their segment and territory",
+            "causal claims: a coefficient is an association; stage-stratified effects are in output.patterns",
+            "deals unlike its training deals (another segment mix, currency or sales motion) or another lake",
+            "forecast commits without the calibration table: read probabilities by decile, not one by one",
+        ],
+    };
+    let mut run = RunWriter::begin(&session.lake, "models", session.as_of);
+    run.record_inputs(session);
+    run.set_playbook_version(version.clone());
+    run.timing("trajectory", built_ms);
+    let card_json = serde_json::to_vec_pretty(&card).map_err(|e| Error::Other(e.to_string()))?;
+    run.write_artifact("model_card_win_probability.json", card_json).await?;
+    run.write_artifact("model_card_win_probability.md", model_card_markdown(&card).into_bytes()).await?;
+    let probs = RecordBatch::try_from_iter(vec![
+        (
+            "opportunity_id",
+            Arc::new(StringArray::from(open_now.iter().map(|s| s.deal.clone()).collect::<Vec<_>>())) as ArrayRef,
+        ),
+        (
+            "stage_name",
+            Arc::new(StringArray::from(open_now.iter().map(|s| s.stage.clone()).collect::<Vec<_>>())) as ArrayRef,
+        ),
+        ("win_probability", Arc::new(Float64Array::from(p_open.clone())) as ArrayRef),
+        ("model_version", Arc::new(StringArray::from(vec![version.clone(); open_now.len()])) as ArrayRef),
+    ])?;
+    run.write_table("win_probability", probs.schema(), &[probs]).await?;
+    let m = metrics_batch(&metrics, &version)?;
+    run.write_table("model_metrics", m.schema(), &[m]).await?;
+    run.timing("models", started.elapsed().as_millis() as u64);
+    let manifest = run.commit().await?;
+    Ok(WinModelRun { text, metrics, manifest, model_version: version, predictions: p_open.len() })
+}
+
+/// The generator's truth_win_probability.csv, when the lake has one.
+async fn read_oracle(session: &LakeSession) -> Result<Option<BTreeMap<(String, String), f64>>> {
+    let file = crate::demo::TRUTH_WIN_PROBABILITY;
+    if !session.lake.exists(file).await? {
+        return Ok(None);
+    }
+    let text = String::from_utf8_lossy(&session.lake.get(file).await?).into_owned();
+    let mut out = BTreeMap::new();
+    for line in text.lines().skip(1) {
+        let f: Vec<&str> = line.split(',').collect();
+        if let [deal, stage, _, p] = f.as_slice()
+            && let Ok(p) = p.parse::<f64>()
+        {
+            out.insert((deal.to_string(), stage.to_string()), p);
+        }
+    }
+    Ok(Some(out))
+}
+
+fn metrics_batch(metrics: &[Metric], version: &str) -> Result<RecordBatch> {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("model", datafusion::arrow::datatypes::DataType::Utf8, false),
+        Field::new("metric", datafusion::arrow::datatypes::DataType::Utf8, false),
+        Field::new("value", datafusion::arrow::datatypes::DataType::Float64, false),
+        Field::new("low", datafusion::arrow::datatypes::DataType::Float64, true),
+        Field::new("high", datafusion::arrow::datatypes::DataType::Float64, true),
+        Field::new("n", datafusion::arrow::datatypes::DataType::Int64, false),
+        Field::new("model_version", datafusion::arrow::datatypes::DataType::Utf8, false),
+    ]));
+    Ok(RecordBatch::try_new(
+        schema,
+        vec![
+            Arc::new(StringArray::from(metrics.iter().map(|m| m.model.clone()).collect::<Vec<_>>())),
+            Arc::new(StringArray::from(metrics.iter().map(|m| m.metric.clone()).collect::<Vec<_>>())),
+            Arc::new(Float64Array::from(metrics.iter().map(|m| m.value).collect::<Vec<_>>())),
+            Arc::new(Float64Array::from(metrics.iter().map(|m| m.low).collect::<Vec<_>>())),
+            Arc::new(Float64Array::from(metrics.iter().map(|m| m.high).collect::<Vec<_>>())),
+            Arc::new(Int64Array::from(metrics.iter().map(|m| m.n).collect::<Vec<_>>())),
+            Arc::new(StringArray::from(vec![version.to_string(); metrics.len()])),
+        ],
+    )?)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn summary(
+    metrics: &[Metric],
+    full: &Fitted,
+    calib: &[(usize, f64, f64, (f64, f64))],
+    train_rows: usize,
+    train_deals: usize,
+    test_rows: usize,
+    test_deals: usize,
+    oracle_rows: usize,
+    open: usize,
+    version: &str,
+) -> String {
+    let mut t = String::new();
+    let _ = writeln!(
+        t,
+        "win-probability model {version}: trained on {train_rows} rows of {train_deals} deals, alpha {} (chosen on a later validation quarter)",
+        full.alpha
+    );
+    let _ = writeln!(t, "held out: {test_rows} weekly rows of {test_deals} deals closed in the last {TEST_DAYS} days");
+    let get = |m: &str, k: &str| metrics.iter().find(|x| x.model == m && x.metric == k);
+    for model in [
+        "win_model",
+        "stage_only",
+        "crm_stage_probability",
+        "true_probability",
+        "win_model_at_stage_entries",
+        "stage_only_at_stage_entries",
+    ] {
+        let (Some(a), Some(b)) = (get(model, "auc"), get(model, "brier")) else { continue };
+        let label = match model {
+            "win_model" => "fitted model",
+            "stage_only" => "stage only",
+            "crm_stage_probability" => "CRM stage probability",
+            "true_probability" => "at stage entries: best possible (the true probability)",
+            "win_model_at_stage_entries" => "at stage entries: fitted model",
+            _ => "at stage entries: stage only",
+        };
+        let _ = writeln!(
+            t,
+            "  {label:<55} AUC {:.3} (95% CI {:.3}-{:.3}), Brier {:.4}, n {}",
+            a.value,
+            a.low.unwrap_or(f64::NAN),
+            a.high.unwrap_or(f64::NAN),
+            b.value,
+            a.n
+        );
+    }
+    if oracle_rows == 0 {
+        let _ = writeln!(t, "  (no truth_win_probability.csv on this lake: the best possible is not known)");
+    }
+    let _ = writeln!(t, "calibration by decile (predicted -> observed, n):");
+    for (n, p, o, (lo, hi)) in calib {
+        let _ = writeln!(t, "  {:>5.1}% -> {:>5.1}% ({:.1}-{:.1}%), {n}", p * 100.0, o * 100.0, lo * 100.0, hi * 100.0);
+    }
+    let _ = writeln!(t, "published a win probability for {open} open deals");
+    t
+}
+
+fn model_card_markdown(c: &ModelCard) -> String {
+    let mut t = String::new();
+    let _ = writeln!(t, "# Model card: {} {}\n", c.model, c.version);
+    let _ = writeln!(t, "- fitted {} as of {}; {}", c.fitted_on, c.as_of, c.algorithm);
+    let _ = writeln!(
+        t,
+        "- training: {} ({} rows, {} deals); alpha {}",
+        c.training_window, c.training_rows, c.training_deals, c.alpha
+    );
+    let _ = writeln!(t, "- test: {} ({} rows, {} deals)\n", c.test_window, c.test_rows, c.test_deals);
+    let _ =
+        writeln!(t, "## Metrics on the test deals\n\n| model | metric | value | 95% CI | n |\n|---|---|---|---|---|");
+    for m in c.metrics {
+        let ci = match (m.low, m.high) {
+            (Some(l), Some(h)) => format!("{l:.3}-{h:.3}"),
+            _ => String::new(),
+        };
+        let _ = writeln!(t, "| {} | {} | {:.4} | {ci} | {} |", m.model, m.metric, m.value, m.n);
+    }
+    let _ = writeln!(t, "\n## Features (coefficient per unit of the feature, log-odds)\n");
+    for (f, b) in &c.coefficients {
+        let _ = writeln!(t, "- {f}: {b:+.4}");
+    }
+    let _ = writeln!(t, "\n## Must not be used for\n");
+    for m in c.must_not_be_used_for {
+        let _ = writeln!(t, "- {m}");
+    }
+    t
+}

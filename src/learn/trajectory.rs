@@ -1,0 +1,89 @@
+//! Deal trajectories (`sql/learn/deal_trajectory.sql`): every deal at each stage entry and each
+//! weekly as-of date, with what was observable then and the outcome known by the run date.
+
+use std::sync::Arc;
+
+use chrono::{Days, NaiveDate};
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::datasource::MemTable;
+
+use crate::error::{Error, Result};
+use crate::layers::LakeSession;
+use crate::layers::columns::dates;
+
+pub const TRAJECTORY_FILE: &str = "sql/learn/deal_trajectory.sql";
+const TRAJECTORY_SQL: &str = repo_file!("sql/learn/deal_trajectory.sql");
+/// What the trajectory cannot be built without: the stage history is the spine.
+pub const NEEDS: [&str; 2] = ["opportunity_history", "opportunity_stage"];
+
+/// The trajectory rows of a run, collected once and shared by patterns and models.
+pub struct Trajectory {
+    pub schema: SchemaRef,
+    pub batches: Vec<RecordBatch>,
+    pub weeks: usize,
+}
+
+impl Trajectory {
+    pub fn rows(&self) -> usize {
+        self.batches.iter().map(|b| b.num_rows()).sum()
+    }
+
+    /// Registers the rows as `mart.deal_trajectory` on the session.
+    pub fn register(&self, session: &LakeSession) -> Result<()> {
+        let table = MemTable::try_new(self.schema.clone(), vec![self.batches.clone()])?;
+        let _ = session.ctx.deregister_table("mart.deal_trajectory")?;
+        session.ctx.register_table("mart.deal_trajectory", Arc::new(table))?;
+        Ok(())
+    }
+}
+
+/// The weekly as-of days: the run date and every seventh day before it, back to the first deal's
+/// creation.
+pub async fn week_days(session: &LakeSession, as_of: NaiveDate) -> Result<Vec<NaiveDate>> {
+    let batches = session
+        .collect_declared("SELECT CAST(MIN(created_date) AS DATE) AS first FROM staging.opportunity", TRAJECTORY_FILE)
+        .await?;
+    let first =
+        batches.first().filter(|b| b.num_rows() > 0).and_then(|b| dates(b.column(0)).ok()?.first().copied().flatten());
+    let Some(first) = first else { return Ok(Vec::new()) };
+    let mut out = Vec::new();
+    let mut d = as_of;
+    while d >= first {
+        out.push(d);
+        let Some(prev) = d.checked_sub_days(Days::new(7)) else { break };
+        d = prev;
+    }
+    out.reverse();
+    Ok(out)
+}
+
+/// Builds the trajectory as of the run date in one set-based query.
+pub async fn build(session: &LakeSession) -> Result<Trajectory> {
+    let as_of = session.as_of.0.ok_or_else(|| {
+        Error::Other("deal trajectories need --as-of: the outcomes are read as known on that date".into())
+    })?;
+    let missing = session.missing(&NEEDS.map(String::from));
+    if !missing.is_empty() {
+        return Err(Error::Other(format!(
+            "deal trajectories are not instrumented on this lake: needs {}",
+            missing.join(", ")
+        )));
+    }
+    let weeks = week_days(session, as_of).await?;
+    let values = if weeks.is_empty() {
+        // No deals: one week end that no deal precedes keeps the SQL valid and the result empty.
+        "(TIMESTAMP '1900-01-01 00:00:00')".to_string()
+    } else {
+        weeks
+            .iter()
+            .map(|d| format!("(TIMESTAMP '{} 00:00:00')", d.checked_add_days(Days::new(1)).unwrap_or(*d)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let sql = TRAJECTORY_SQL.replace("{{weeks}}", &values);
+    let df = session.declared(&sql, TRAJECTORY_FILE).await?;
+    let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
+    let batches = df.collect().await.map_err(|e| Error::Other(format!("{TRAJECTORY_FILE} does not run: {e}")))?;
+    Ok(Trajectory { schema, batches, weeks: weeks.len() })
+}
