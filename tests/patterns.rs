@@ -128,6 +128,31 @@ fn the_published_counts_are_the_trajectory_counted_by_hand() {
     let (a, n1) = (row["exposed_events"].as_f64().unwrap(), row["exposed_rows"].as_f64().unwrap());
     let (c, n0) = (row["unexposed_events"].as_f64().unwrap(), row["unexposed_rows"].as_f64().unwrap());
     assert!((f(row, "risk_ratio").unwrap() - (a / n1) / (c / n0)).abs() < 1e-9);
+    // Built slice by slice (as large lakes are), every published number is the same.
+    let traj = || {
+        query(
+            &lake,
+            "SELECT COUNT(*) AS n, SUM(contacts) AS c, SUM(tasks_28d) AS t, SUM(champion_in_28d) AS ch, \
+             SUM(CASE WHEN won THEN 1 ELSE 0 END) AS w FROM output.deal_trajectory",
+            None,
+        )
+    };
+    let whole_traj = traj();
+    assert!(whole_traj[0]["n"].as_i64().unwrap() > 10_000, "{whole_traj:?}");
+    let whole = query(&lake, "SELECT * FROM output.patterns ORDER BY condition, outcome, scope, stratum", None);
+    let r = run_env(&lake, &["patterns", "--as-of", AS_OF], &[("GTM_LOOP_DEALS_PER_SLICE", "700")]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let sliced = query(&lake, "SELECT * FROM output.patterns ORDER BY condition, outcome, scope, stratum", None);
+    assert_eq!(whole.len(), sliced.len());
+    for (a, b) in whole.iter().zip(&sliced) {
+        for (k, v) in a {
+            match (v.as_f64(), b[k].as_f64()) {
+                (Some(x), Some(y)) => assert!((x - y).abs() <= 1e-9 * x.abs().max(1.0), "{k}: {x} vs {y}"),
+                _ => assert_eq!(v, &b[k], "{k}"),
+            }
+        }
+    }
+    assert_eq!(whole_traj, traj());
     // Every tested row has a q-value, and the family size is said in the run's notes.
     let tested = rows.iter().filter(|r| r["tested"] == true).count();
     assert!(tested > 20);

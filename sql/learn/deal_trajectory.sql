@@ -3,7 +3,8 @@
 -- One set-based pass over the as-of tables: landmarks joined by range to the history, contact
 -- roles, meetings, tasks and tracker mentions recorded before each landmark.
 -- Slots filled by the engine: {{weeks}} the week ends (a VALUES list of the first instant after
--- each weekly as-of day), {{as_of_end}} the end of the run date.
+-- each weekly as-of day), {{as_of_end}} the end of the run date, {{deals:COLUMN}} the predicate
+-- that keeps one slice of the deals (large lakes are built slice by slice to bound memory).
 -- No look-ahead: every feature reads only rows recorded before `known_before` (a stage entry's
 -- own instant plus one second, or the first instant after the weekly as-of day). The outcome
 -- columns (closed_at, won, next_push_at, closed_amount) are the only ones that look later, and
@@ -17,7 +18,7 @@ hist AS (
     LAG(h.stage_name) OVER (PARTITION BY h.opportunity_id ORDER BY h.created_date, h.id) AS prev_stage,
     LAG(h.close_date) OVER (PARTITION BY h.opportunity_id ORDER BY h.created_date, h.id) AS prev_close_date
   FROM staging.opportunity_history AS h
-  WHERE h.created_date IS NOT NULL
+  WHERE h.created_date IS NOT NULL AND {{deals:h.opportunity_id}}
 ),
 -- The first time each deal reached a closed stage, as known by the run date.
 closes AS (
@@ -43,7 +44,7 @@ landmarks AS (
   FROM staging.opportunity AS o
   JOIN weeks AS w ON w.week_end > o.created_date
   LEFT JOIN closes AS c ON c.opportunity_id = o.id
-  WHERE c.closed_at IS NULL OR c.closed_at >= w.week_end
+  WHERE (c.closed_at IS NULL OR c.closed_at >= w.week_end) AND {{deals:o.id}}
 ),
 state AS (
   SELECT l.opportunity_id, l.known_before,
@@ -75,7 +76,7 @@ roles AS (
     MAX(CASE WHEN r.stakeholder_role = 'technical_buyer' THEN 1 ELSE 0 END) AS technical_buyer,
     MAX(r.created_date) AS last_thread_added_at
   FROM landmarks AS l
-  JOIN staging.opportunity_contact_role AS r
+  JOIN (SELECT * FROM staging.opportunity_contact_role WHERE {{deals:opportunity_id}}) AS r
     ON r.opportunity_id = l.opportunity_id AND (r.created_date IS NULL OR r.created_date < l.known_before)
   GROUP BY l.opportunity_id, l.known_before
 ),
@@ -85,20 +86,20 @@ meetings AS (
     MAX(CASE WHEN e.meeting_kind = 'discovery' THEN 1 ELSE 0 END) AS discovery_meeting,
     array_to_string(array_agg(DISTINCT lower(trim(c.title))), '|') AS met_titles
   FROM landmarks AS l
-  JOIN staging.event AS e ON e.what_id = l.opportunity_id AND e.created_date < l.known_before
+  JOIN (SELECT * FROM staging.event WHERE {{deals:what_id}}) AS e ON e.what_id = l.opportunity_id AND e.created_date < l.known_before
   LEFT JOIN staging.contact AS c ON c.id = e.who_id
   GROUP BY l.opportunity_id, l.known_before
 ),
 champions AS (
   SELECT opportunity_id, contact_id, MIN(created_date) AS since
-  FROM staging.opportunity_contact_role WHERE stakeholder_role = 'champion'
+  FROM staging.opportunity_contact_role WHERE stakeholder_role = 'champion' AND {{deals:opportunity_id}}
   GROUP BY opportunity_id, contact_id
 ),
 tasks AS (
   SELECT l.opportunity_id, l.known_before, t.direction, t.who_id,
     t.created_date >= l.known_before - INTERVAL '28 days' AS recent
   FROM landmarks AS l
-  JOIN staging.task AS t ON t.what_id = l.opportunity_id AND t.created_date < l.known_before
+  JOIN (SELECT * FROM staging.task WHERE {{deals:what_id}}) AS t ON t.what_id = l.opportunity_id AND t.created_date < l.known_before
     AND t.created_date >= l.known_before - INTERVAL '56 days'
 ),
 task_counts AS (
@@ -125,7 +126,7 @@ mentions AS (
     SUM(CASE WHEN m.topic IN ('integration', 'technical_blocker') THEN 1 ELSE 0 END) AS technical_mentions,
     SUM(CASE WHEN m.topic = 'legal' THEN 1 ELSE 0 END) AS legal_mentions
   FROM landmarks AS l
-  JOIN staging.tracker_mention AS m ON m.opportunity_id = l.opportunity_id AND m.mentioned_at < l.known_before
+  JOIN (SELECT * FROM staging.tracker_mention WHERE {{deals:opportunity_id}}) AS m ON m.opportunity_id = l.opportunity_id AND m.mentioned_at < l.known_before
   GROUP BY l.opportunity_id, l.known_before
 )
 SELECT
@@ -179,7 +180,7 @@ SELECT
   c.closed_amount,
   p.next_push_at
 FROM landmarks AS l
-JOIN staging.opportunity AS o ON o.id = l.opportunity_id
+JOIN (SELECT * FROM staging.opportunity WHERE {{deals:id}}) AS o ON o.id = l.opportunity_id
 LEFT JOIN mart.deal AS d ON d.id = l.opportunity_id
 LEFT JOIN state AS s ON s.opportunity_id = l.opportunity_id AND s.known_before = l.known_before
 LEFT JOIN stage_meta AS sm ON sm.master_label = s.stage_name

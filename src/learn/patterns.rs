@@ -148,7 +148,7 @@ fn sql_text(s: &str) -> String {
 }
 
 /// The one query that turns trajectory rows into deal signatures for every condition x outcome.
-fn signature_sql(job: &PatternsJob, conditions: &[&ConditionDef], segment: Option<&str>, stages: &[String]) -> String {
+fn signature_sql(job: &PatternsJob, conditions: &[&ConditionDef], segment: Option<&str>) -> String {
     let seg = segment.map(|c| format!("COALESCE(CAST({c} AS VARCHAR), '(none)')")).unwrap_or_else(|| "'*'".into());
     let mut branches = Vec::new();
     for c in conditions {
@@ -176,10 +176,10 @@ fn signature_sql(job: &PatternsJob, conditions: &[&ConditionDef], segment: Optio
             ));
         }
     }
-    let _ = stages;
     format!(
         "WITH base AS (
            SELECT * FROM mart.deal_trajectory WHERE snapshot = 'stage_entry' AND stage_order IS NOT NULL
+             AND {{{{deals:opportunity_id}}}}
          ),
          landmark_rows AS ({}),
          per_deal AS (
@@ -318,10 +318,16 @@ async fn run_on(session: &LakeSession, job: &PatternsJob, traj: &Trajectory, bui
     let stage_names = stage_names(session).await?;
     let mut sigs = Signatures::default();
     if !usable.is_empty() {
-        collect_signatures(session, &session.fill(&signature_sql(job, &usable, None, &[])), &mut sigs).await?;
-        for col in &s.interactions {
-            let sql = signature_sql(job, &usable, Some(col), &[]);
+        // Slice by slice like the trajectory: a deal's rows are all in one slice, and signature
+        // counts add up across slices.
+        let n = trajectory::slices(trajectory::deal_count(session).await?);
+        for k in 0..n {
+            let sql = trajectory::fill_slice(&signature_sql(job, &usable, None), k, n);
             collect_signatures(session, &session.fill(&sql), &mut sigs).await?;
+            for col in &s.interactions {
+                let sql = trajectory::fill_slice(&signature_sql(job, &usable, Some(col)), k, n);
+                collect_signatures(session, &session.fill(&sql), &mut sigs).await?;
+            }
         }
     }
     let get = |c: &str, o: &str, seg: &str, period: &str| -> &[Signature] {
