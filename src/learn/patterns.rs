@@ -149,7 +149,9 @@ fn sql_text(s: &str) -> String {
 
 /// The one query that turns trajectory rows into deal signatures for every condition x outcome.
 fn signature_sql(job: &PatternsJob, conditions: &[&ConditionDef], segment: Option<&str>) -> String {
-    let seg = segment.map(|c| format!("COALESCE(CAST({c} AS VARCHAR), '(none)')")).unwrap_or_else(|| "'*'".into());
+    // A segment key names its column ("size_band=SMB"), so two interaction columns never mix.
+    let seg =
+        segment.map(|c| format!("'{c}=' || COALESCE(CAST({c} AS VARCHAR), '(none)')")).unwrap_or_else(|| "'*'".into());
     let mut branches = Vec::new();
     for c in conditions {
         let stage_filter = if c.stages.is_empty() {
@@ -419,10 +421,12 @@ async fn run_on(session: &LakeSession, job: &PatternsJob, traj: &Trajectory, bui
             }
             // By segment: the segment's stratified odds ratio over the rest's.
             for col in &s.interactions {
+                let prefix = format!("{col}=");
+                let of_col = |seg: &str| seg.starts_with(&prefix);
                 let mut values: Vec<String> = sigs
                     .by
                     .keys()
-                    .filter(|((cc, oo, seg), period)| cc == &c.id && oo == &o.id && seg != "*" && period == "all")
+                    .filter(|((cc, oo, seg), period)| cc == &c.id && oo == &o.id && of_col(seg) && period == "all")
                     .map(|((_, _, seg), _)| seg.clone())
                     .collect();
                 values.dedup();
@@ -432,7 +436,7 @@ async fn run_on(session: &LakeSession, job: &PatternsJob, traj: &Trajectory, bui
                         sigs.by
                             .iter()
                             .filter(|(((cc, oo, seg), pp), _)| {
-                                cc == &c.id && oo == &o.id && seg != "*" && seg != &v && pp == period
+                                cc == &c.id && oo == &o.id && of_col(seg) && seg != &v && pp == period
                             })
                             .flat_map(|(_, s)| s.iter().cloned())
                             .collect()
@@ -442,7 +446,7 @@ async fn run_on(session: &LakeSession, job: &PatternsJob, traj: &Trajectory, bui
                         condition: c.id.clone(),
                         outcome: o.id.clone(),
                         scope: "segment".into(),
-                        stratum: format!("{col}={v}"),
+                        stratum: v.clone(),
                         method: "ratio of stage-stratified odds ratios, segment over the rest".into(),
                         ..Default::default()
                     };
