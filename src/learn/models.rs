@@ -21,6 +21,7 @@ use serde::Serialize;
 use super::trajectory::{self, Trajectory};
 use crate::error::{Error, Result};
 use crate::layers::LakeSession;
+use crate::outputs::decision_log::record_id;
 use crate::outputs::{Manifest, RunWriter};
 use crate::stats::{auc, wilson};
 
@@ -476,14 +477,10 @@ pub async fn run_win_model(session: &LakeSession) -> Result<WinModelRun> {
     let calib = calibration(&zip(&p_full));
     let coefficients: Vec<(String, f64)> =
         names.iter().cloned().zip(full.model.params().iter().zip(&full.scaler.sd).map(|(b, sd)| b / sd)).collect();
-    let mut h: u64 = 0xcbf29ce484222325;
-    for v in full.model.params().iter().chain([full.model.intercept()].iter()) {
-        for b in v.to_le_bytes() {
-            h ^= u64::from(b);
-            h = h.wrapping_mul(0x100000001b3);
-        }
-    }
-    let version = format!("win-{as_of}-{:08x}", h as u32);
+    // Versioned by what was fitted: the same stable hash the decision log ids use.
+    let fitted: Vec<String> =
+        full.model.params().iter().chain([full.model.intercept()].iter()).map(|v| format!("{v:e}")).collect();
+    let version = format!("win-{as_of}-{}", &record_id(&fitted.iter().map(String::as_str).collect::<Vec<_>>())[..8]);
     let p_open = full.predict(&open_now.iter().map(|s| &s.x).collect::<Vec<_>>());
     let text = summary(
         &metrics,

@@ -129,20 +129,13 @@ mod tests {
     use super::*;
     use crate::stats::mantel_haenszel;
 
-    /// The Berkeley admissions tables as signatures: one row per applicant, department = stratum.
+    /// The Berkeley admissions tables (the fixture the 2x2 tests use) as signatures: one row per
+    /// applicant, department = stratum.
     fn berkeley() -> Vec<Signature> {
-        let t = [
-            (512, 313, 89, 19),
-            (353, 207, 17, 8),
-            (120, 205, 202, 391),
-            (138, 279, 131, 244),
-            (53, 138, 94, 299),
-            (22, 351, 24, 317),
-        ];
         let mut out = Vec::new();
-        for (k, &(a, b, c, d)) in t.iter().enumerate() {
-            for (x, y, n) in [(true, true, a), (true, false, b), (false, true, c), (false, false, d)] {
-                out.push(Signature { rows: vec![(k as i64, x, y)], deals: n as f64 });
+        for (k, t) in crate::stats::tables::fixtures::berkeley().iter().enumerate() {
+            for (x, y, n) in [(true, true, t.a), (true, false, t.b), (false, true, t.c), (false, false, t.d)] {
+                out.push(Signature { rows: vec![(k as i64, x, y)], deals: n });
             }
         }
         out

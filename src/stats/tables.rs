@@ -283,16 +283,12 @@ pub fn ratio_of_odds_ratios(log1: f64, var1: f64, log2: f64, var2: f64) -> (Esti
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn close(got: f64, want: f64, tol: f64) {
-        assert!((got - want).abs() <= tol, "got {got}, want {want} (tolerance {tol})");
-    }
+pub(crate) mod fixtures {
+    use super::Table2x2;
 
     /// Berkeley 1973 admissions by department (Bickel, Hammel & O'Connell 1975; R's
     /// `UCBAdmissions`): exposed = male, outcome = admitted.
-    fn berkeley() -> Vec<Table2x2> {
+    pub(crate) fn berkeley() -> Vec<Table2x2> {
         [
             (512, 313, 89, 19),
             (353, 207, 17, 8),
@@ -304,6 +300,16 @@ mod tests {
         .iter()
         .map(|&(a, b, c, d)| Table2x2::new(a, b, c, d))
         .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fixtures::berkeley;
+    use super::*;
+
+    fn close(got: f64, want: f64, tol: f64) {
+        assert!((got - want).abs() <= tol, "got {got}, want {want} (tolerance {tol})");
     }
 
     #[test]
