@@ -133,7 +133,15 @@ fn feature_frame(parquet: Vec<u8>) -> Result<(Vec<String>, Vec<String>, Vec<Samp
         );
         names.push(format!("size_band = {b}"));
     }
-    let frame = df.lazy().filter(col("stage_name").is_not_null()).select(exprs).collect().map_err(pe)?;
+    // Sorted: DataFusion's partitions hand rows over in any order, and the fit (a few hundred
+    // L-BFGS steps) must see the same rows in the same order to give the same model.
+    let frame = df
+        .lazy()
+        .filter(col("stage_name").is_not_null())
+        .select(exprs)
+        .sort(["opportunity_id", "known_before_us", "snapshot"], Default::default())
+        .collect()
+        .map_err(pe)?;
     let n = frame.height();
     let s = |name: &str| -> Result<Vec<Option<String>>> {
         Ok(frame.column(name).map_err(pe)?.str().map_err(pe)?.iter().map(|v| v.map(str::to_string)).collect())
