@@ -9,31 +9,40 @@
 -- own instant plus one second, or the first instant after the weekly as-of day). The outcome
 -- columns (closed_at, won, next_push_at, closed_amount) are the only ones that look later, and
 -- only the learning loop's evaluation reads them.
-WITH stage_meta AS (
-  SELECT master_label, MIN(sort_order) AS sort_order, bool_or(is_closed) AS is_closed, bool_or(is_won) AS is_won
-  FROM staging.opportunity_stage GROUP BY master_label
-),
-hist AS (
-  SELECT h.opportunity_id, h.id, h.created_date, h.stage_name, h.amount, h.close_date, h.probability,
-    LAG(h.stage_name) OVER (PARTITION BY h.opportunity_id ORDER BY h.created_date, h.id) AS prev_stage,
-    LAG(h.close_date) OVER (PARTITION BY h.opportunity_id ORDER BY h.created_date, h.id) AS prev_close_date
-  FROM staging.opportunity_history AS h
-  WHERE h.created_date IS NOT NULL AND {{deals:h.opportunity_id}}
-),
+-- The file is five steps, each introduced by an `-- @step <table>` line: the engine runs them in
+-- order for each slice and registers each result as that table before the next runs, so the
+-- history window and the landmarks are computed once per slice rather than at every reference
+-- (DataFusion inlines a CTE wherever it is named). The last step is the trajectory itself.
+-- @step mart._trajectory_stage_meta
+-- The stage catalog by master label.
+SELECT master_label, MIN(sort_order) AS sort_order, bool_or(is_closed) AS is_closed, bool_or(is_won) AS is_won
+FROM staging.opportunity_stage GROUP BY master_label
+-- @step mart._trajectory_hist
+-- Every stage-history row of the slice's deals, with the stage and close date before it.
+SELECT h.opportunity_id, h.id, h.created_date, h.stage_name, h.amount, h.close_date, h.probability,
+  LAG(h.stage_name) OVER (PARTITION BY h.opportunity_id ORDER BY h.created_date, h.id) AS prev_stage,
+  LAG(h.close_date) OVER (PARTITION BY h.opportunity_id ORDER BY h.created_date, h.id) AS prev_close_date
+FROM staging.opportunity_history AS h
+WHERE h.created_date IS NOT NULL AND {{deals:h.opportunity_id}}
+-- @step mart._trajectory_closes
 -- The first time each deal reached a closed stage, as known by the run date.
-closes AS (
-  SELECT opportunity_id, closed_at, won, closed_amount FROM (
+WITH stage_meta AS (SELECT * FROM mart._trajectory_stage_meta),
+hist AS (SELECT * FROM mart._trajectory_hist)
+SELECT opportunity_id, closed_at, won, closed_amount FROM (
     SELECT h.opportunity_id, h.created_date AS closed_at, s.is_won AS won, h.amount AS closed_amount,
       ROW_NUMBER() OVER (PARTITION BY h.opportunity_id ORDER BY h.created_date, h.id) AS rk
     FROM hist AS h JOIN stage_meta AS s ON s.master_label = h.stage_name
     WHERE s.is_closed
   ) AS c WHERE rk = 1
-),
+-- @step mart._trajectory_landmarks
+-- Each deal at each entry into an open stage and at each week end while it was open.
+WITH stage_meta AS (SELECT * FROM mart._trajectory_stage_meta),
+hist AS (SELECT * FROM mart._trajectory_hist),
+closes AS (SELECT * FROM mart._trajectory_closes),
 weeks AS (
   SELECT column1 AS week_end FROM (VALUES {{weeks}}) AS w
-),
-landmarks AS (
-  SELECT h.opportunity_id, 'stage_entry' AS snapshot, h.created_date + INTERVAL '1 second' AS known_before
+)
+SELECT h.opportunity_id, 'stage_entry' AS snapshot, h.created_date + INTERVAL '1 second' AS known_before
   FROM hist AS h
   JOIN stage_meta AS s ON s.master_label = h.stage_name
   LEFT JOIN closes AS c ON c.opportunity_id = h.opportunity_id
@@ -45,7 +54,11 @@ landmarks AS (
   JOIN weeks AS w ON w.week_end > o.created_date
   LEFT JOIN closes AS c ON c.opportunity_id = o.id
   WHERE (c.closed_at IS NULL OR c.closed_at >= w.week_end) AND {{deals:o.id}}
-),
+-- @step trajectory
+WITH stage_meta AS (SELECT * FROM mart._trajectory_stage_meta),
+hist AS (SELECT * FROM mart._trajectory_hist),
+closes AS (SELECT * FROM mart._trajectory_closes),
+landmarks AS (SELECT * FROM mart._trajectory_landmarks),
 state AS (
   SELECT l.opportunity_id, l.known_before,
     last_value(h.stage_name ORDER BY h.created_date, h.id) AS stage_name,

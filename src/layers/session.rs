@@ -76,6 +76,27 @@ impl LakeSession {
             .map_err(|e| Error::Other(format!("{source} does not run: {e}")))
     }
 
+    /// Replaces a registered view by its rows, computed once: the as-of views (a window over every
+    /// CDC version of the table) are otherwise recomputed at every reference, and a query that
+    /// reads a staged table in several joins, slice after slice, recomputes it each time. The rows
+    /// are the view's own as of this session, so nothing about what is visible changes; they are
+    /// spread over the session's partitions so later scans stay parallel. Returns the row count.
+    pub async fn materialise(&self, table: &str) -> Result<usize> {
+        let df = self.ctx.table(table).await.map_err(|e| Error::Other(format!("cannot materialise {table}: {e}")))?;
+        let schema = Arc::new(df.schema().as_arrow().clone());
+        let batches = df.collect().await.map_err(|e| Error::Other(format!("cannot materialise {table}: {e}")))?;
+        let rows = batches.iter().map(|b| b.num_rows()).sum();
+        let n = self.ctx.state().config().target_partitions().max(1);
+        let mut partitions: Vec<Vec<RecordBatch>> = vec![Vec::new(); n];
+        for (i, b) in batches.into_iter().enumerate() {
+            partitions[i % n].push(b);
+        }
+        let mem = datafusion::datasource::MemTable::try_new(schema, partitions)?;
+        let _ = self.ctx.deregister_table(table)?;
+        self.ctx.register_table(table, Arc::new(mem))?;
+        Ok(rows)
+    }
+
     /// Every contract problem found while inspecting the lake.
     pub fn contract_problems(&self) -> Vec<ContractProblem> {
         self.landed.iter().flat_map(|l| l.problems.clone()).collect()

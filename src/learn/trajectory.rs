@@ -52,6 +52,18 @@ pub fn fill_slice(sql: &str, k: i64, n: i64) -> String {
     sql
 }
 
+/// The `-- @step <table>` sections of a SQL file, in order: (the table the step's result is
+/// registered as, its SQL). The last one's result is the file's result.
+pub fn steps(sql: &str) -> Vec<(String, String)> {
+    sql.split("\n-- @step ")
+        .skip(1)
+        .map(|part| {
+            let (name, body) = part.split_once('\n').unwrap_or((part, ""));
+            (name.trim().to_string(), body.to_string())
+        })
+        .collect()
+}
+
 /// The number of deals the session sees.
 pub async fn deal_count(session: &LakeSession) -> Result<i64> {
     let b = session.collect_declared("SELECT COUNT(*) AS n FROM staging.opportunity", TRAJECTORY_FILE).await?;
@@ -102,6 +114,32 @@ pub async fn week_days(session: &LakeSession, as_of: NaiveDate) -> Result<Vec<Na
     Ok(out)
 }
 
+/// The staged tables the trajectory reads. Each is an as-of view (a window over every CDC
+/// version of the table): read in several joins of every slice, it would be recomputed each time,
+/// which made 100k-deal lakes run for hours. They are computed once per run instead.
+pub const INPUTS: [&str; 9] = [
+    "staging.opportunity_history",
+    "staging.opportunity",
+    "staging.opportunity_stage",
+    "staging.opportunity_contact_role",
+    "staging.event",
+    "staging.contact",
+    "staging.task",
+    "staging.tracker_mention",
+    "mart.deal",
+];
+
+/// Materialises `INPUTS` on the session (see `LakeSession::materialise`).
+pub async fn materialise_inputs(session: &LakeSession) -> Result<()> {
+    let progress = crate::progress::bar(INPUTS.len() as u64, "as-of tables", "tables");
+    for table in INPUTS {
+        session.materialise(table).await?;
+        progress.inc(1);
+    }
+    progress.finish_and_clear();
+    Ok(())
+}
+
 /// Builds the trajectory as of the run date in one set-based query.
 pub async fn build(session: &LakeSession) -> Result<Trajectory> {
     let as_of = session.as_of.0.ok_or_else(|| {
@@ -126,15 +164,31 @@ pub async fn build(session: &LakeSession) -> Result<Trajectory> {
             .join(", ")
     };
     let sql = TRAJECTORY_SQL.replace("{{weeks}}", &values);
+    materialise_inputs(session).await?;
     let n = slices(deal_count(session).await?);
     let progress = crate::progress::bar(n as u64, "deal trajectories", "slices");
+    let steps = steps(&sql);
+    let Some(((_, last), temporaries)) = steps.split_last() else {
+        return Err(Error::Other(format!("{TRAJECTORY_FILE} has no `-- @step` sections")));
+    };
     let mut schema: Option<SchemaRef> = None;
     let mut batches = Vec::new();
+    let run = |e: datafusion::error::DataFusionError| Error::Other(format!("{TRAJECTORY_FILE} does not run: {e}"));
     for k in 0..n {
-        let df = session.declared(&fill_slice(&sql, k, n), TRAJECTORY_FILE).await?;
+        for (table, step) in temporaries {
+            let df = session.declared(&fill_slice(step, k, n), &format!("{TRAJECTORY_FILE} (step {table})")).await?;
+            let step_schema = Arc::new(df.schema().as_arrow().clone());
+            let rows = df.collect().await.map_err(run)?;
+            let _ = session.ctx.deregister_table(table.as_str())?;
+            session.ctx.register_table(table.as_str(), Arc::new(MemTable::try_new(step_schema, vec![rows])?))?;
+        }
+        let df = session.declared(&fill_slice(last, k, n), TRAJECTORY_FILE).await?;
         schema.get_or_insert_with(|| Arc::new(df.schema().as_arrow().clone()));
-        batches.extend(df.collect().await.map_err(|e| Error::Other(format!("{TRAJECTORY_FILE} does not run: {e}")))?);
+        batches.extend(df.collect().await.map_err(run)?);
         progress.inc(1);
+    }
+    for (table, _) in temporaries {
+        let _ = session.ctx.deregister_table(table.as_str())?;
     }
     progress.finish_and_clear();
     let schema = schema.ok_or_else(|| Error::Other("deal trajectories: no slice planned".into()))?;
