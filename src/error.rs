@@ -76,6 +76,15 @@ pub fn read_declaration<T: serde::de::DeserializeOwned>(
     builtin_name: &str,
     builtin: &str,
 ) -> Result<(String, T)> {
+    read_declaration_text(file, builtin_name, builtin).map(|(name, _, parsed)| (name, parsed))
+}
+
+/// As `read_declaration`, also returning the file's text (what a content hash is taken of).
+pub fn read_declaration_text<T: serde::de::DeserializeOwned>(
+    file: Option<&std::path::Path>,
+    builtin_name: &str,
+    builtin: &str,
+) -> Result<(String, String, T)> {
     let (name, text) = match file {
         Some(p) => (
             p.display().to_string(),
@@ -87,7 +96,7 @@ pub fn read_declaration<T: serde::de::DeserializeOwned>(
         None => (builtin_name.to_string(), builtin.to_string()),
     };
     let parsed = toml::from_str(&text).map_err(|e| Error::Config { file: name.clone(), message: e.to_string() })?;
-    Ok((name, parsed))
+    Ok((name, text, parsed))
 }
 
 /// One way a lake breaks the contract, with where and how to fix it.

@@ -9,6 +9,16 @@ type Row = serde_json::Map<String, serde_json::Value>;
 
 const AS_OF: &str = "2024-06-30";
 
+/// FNV-1a 64 of one text and its 0x1f terminator, written out here so the test does not call the
+/// engine's hash to check the engine's hash.
+fn fnv(text: &str) -> String {
+    let mut h: u64 = 0xcbf29ce484222325;
+    for b in text.bytes().chain([0x1f]) {
+        h = (h ^ u64::from(b)).wrapping_mul(0x100000001b3);
+    }
+    format!("{h:016x}")
+}
+
 /// A test playbook: the seed one with a won-deal sample small enough for a fixture.
 fn playbook(root: &std::path::Path) -> std::path::PathBuf {
     let seed = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/data/playbook.toml")).unwrap();
@@ -302,20 +312,37 @@ fn the_log_survives_a_writer_killed_mid_append_and_reruns_add_nothing() {
     // Nothing half-written is visible: the log reads, and is empty.
     assert_eq!(f(&log("SELECT COUNT(*) AS n FROM log.decision_trace")[0], "n"), 0.0);
     // The next run writes every record; running the same week again (another day) adds none.
+    // Every scored open deal is logged: the 7 flagged ones (deal_flag) and the 2 unflagged ones,
+    // D4 and D9, as the control group (deal_score). D10 is too young to score.
     let again = risk(lake, AS_OF);
-    assert!(again.stdout.contains("7 new records in log/decision_trace"), "{}", again.stdout);
+    assert!(again.stdout.contains("9 new records in log/decision_trace"), "{}", again.stdout);
     let same_week = risk(lake, "2024-06-28");
     assert!(same_week.stdout.contains("0 new records"), "{}", same_week.stdout);
     let counts = log("SELECT COUNT(*) AS n, COUNT(DISTINCT record_id) AS ids FROM log.decision_trace_parts");
-    assert_eq!((f(&counts[0], "n"), f(&counts[0], "ids")), (7.0, 7.0));
+    assert_eq!((f(&counts[0], "n"), f(&counts[0], "ids")), (9.0, 9.0));
+    let kinds = log("SELECT subject_id, kind FROM log.decision_trace WHERE kind = 'deal_score' ORDER BY subject_id");
+    let control: Vec<&str> = kinds.iter().map(|r| s(r, "subject_id")).collect();
+    assert_eq!(control, ["D4", "D9"]);
     // Each record holds the deal's state, flags with evidence, the move and the playbook version.
     let d3 = log("SELECT * FROM log.decision_trace WHERE subject_id = 'D3'");
     assert_eq!(d3.len(), 1);
+    assert_eq!(s(&d3[0], "kind"), "deal_flag");
     assert_eq!(s(&d3[0], "playbook_version"), "playbook v1");
     assert!(
         s(&d3[0], "evidence").contains("\"stage\":\"Demo\"") && s(&d3[0], "evidence").contains("champion_going_dark")
     );
     assert!(s(&d3[0], "expected_outcome").contains("within 28 days"));
+    // The score has its own column (D3: 100*sigmoid(-1.5 + 1.2) = 43, see the backtest test); the
+    // action its id; the playbook its content hash (FNV-1a 64 of the file's text, computed here);
+    // the code its version. outcome_value is left for outcomes.
+    assert_eq!(f(&d3[0], "score"), 43.0);
+    assert!(d3[0].get("outcome_value").is_none_or(|v| v.is_null()), "{d3:?}");
+    assert!(!s(&d3[0], "action_id").is_empty(), "{d3:?}");
+    assert_eq!(s(&d3[0], "playbook_hash"), fnv(&std::fs::read_to_string(&pb).unwrap()));
+    assert!(s(&d3[0], "code_version").starts_with(env!("CARGO_PKG_VERSION")), "{d3:?}");
+    let d9 = log("SELECT * FROM log.decision_trace WHERE subject_id = 'D9'");
+    assert_eq!((s(&d9[0], "kind"), f(&d9[0], "score")), ("deal_score", 18.0));
+    assert!(d9[0].get("action_id").is_none_or(|v| v.is_null()), "{d9:?}");
 
     // What the rep did, by hand, is linked to the flag; recording it twice is one record.
     for _ in 0..2 {
@@ -356,8 +383,8 @@ fn the_log_survives_a_writer_killed_mid_append_and_reruns_add_nothing() {
     assert_ne!(bad.code, 0);
     assert!(bad.stderr.contains("no opportunity 'NOPE'"), "{}", bad.stderr);
 
-    // Four weeks later the outcome is attached automatically: D1 slipped, D3 was lost, the rest
-    // of the flagged deals did not change.
+    // Four weeks later the outcome is attached automatically, to the control group too: D1
+    // slipped, D3 was lost, D9 (unflagged) was won, the rest did not change.
     risk(lake, "2024-07-29");
     let outcomes =
         log("SELECT subject_id, outcome FROM log.decision_trace WHERE kind = 'deal_outcome' ORDER BY subject_id");
@@ -368,12 +395,52 @@ fn the_log_survives_a_writer_killed_mid_append_and_reruns_add_nothing() {
             ("D1", "slipped"),
             ("D2", "no_change"),
             ("D3", "lost"),
+            ("D4", "no_change"),
             ("D5", "no_change"),
             ("D6", "no_change"),
             ("D7", "no_change"),
-            ("D8", "no_change")
+            ("D8", "no_change"),
+            ("D9", "won")
         ]
     );
+}
+
+/// Momentum by hand, as of 06-30 (ages in days from 07-01 00:00). D3's buyer touches: replies on
+/// 06-13, 06-04, 05-28 and 05-21 at 09:00 and the discovery meeting on 05-11 at 10:00; its
+/// outbound emails in the last 28 days: 06-03, 06-10, 06-17, 06-24 (the 07-02 call is later).
+#[test]
+fn momentum_is_the_decayed_count_of_the_buyers_touches() {
+    let dir = fixture();
+    let lake = dir.path();
+    playbook(lake);
+    let r = risk(lake, AS_OF);
+    assert!(r.stdout.contains("published run") && r.stdout.contains("output.momentum"), "{}", r.stdout);
+    let m = query(lake, "SELECT * FROM output.momentum ORDER BY subject_type, subject_id", None);
+    let row = |t: &str, id: &str| {
+        m.iter().find(|r| s(r, "subject_type") == t && s(r, "subject_id") == id).unwrap_or_else(|| panic!("{t} {id}"))
+    };
+    let ages = [17.625, 26.625, 33.625, 40.625, 50.0 + 14.0 / 24.0];
+    let expected: f64 = ages.iter().map(|a| 0.5f64.powf(a / 14.0)).sum();
+    let d3 = row("opportunity", "D3");
+    assert!((f(d3, "momentum") - expected).abs() < 1e-9, "{} vs {expected}", f(d3, "momentum"));
+    assert_eq!((f(d3, "buyer_touches_28d"), f(d3, "buyer_touches_prev_28d")), (2.0, 3.0));
+    assert_eq!(f(d3, "seller_touches_28d"), 4.0);
+    assert!((f(d3, "days_since_buyer_touch") - 17.625).abs() < 1e-9);
+    // 5 touches in 56 days: no split of 5 can reach p < 0.05, so no trend is called.
+    assert_eq!(s(d3, "trend"), "not_enough_activity");
+    // D9's champion replied the day after each Monday email, 05-07 to 06-25: 4 replies in the
+    // last 28 days, 4 before plus the meeting; 4 of 9 is no change (p = 1).
+    let d9 = row("opportunity", "D9");
+    assert_eq!((f(d9, "buyer_touches_28d"), f(d9, "buyer_touches_prev_28d")), (4.0, 5.0));
+    assert_eq!(s(d9, "trend"), "flat");
+    assert!((f(d9, "trend_p") - 1.0).abs() < 1e-12, "{d9:?}");
+    // Tasks here carry no account: each counts for its deal's account. A3 has only D3.
+    assert!((f(row("account", "A3"), "momentum") - expected).abs() < 1e-9);
+    // Only open deals: the won deals W0-W2 have no row; D10 (no touches) has momentum 0.
+    assert!(!m.iter().any(|r| s(r, "subject_id").starts_with('W')));
+    assert_eq!(f(row("opportunity", "D10"), "momentum"), 0.0);
+    // usage_daily did not land: the run says product usage is not instrumented.
+    assert!(r.stdout.contains("product usage not instrumented: needs usage_daily"), "{}", r.stdout);
 }
 
 #[test]
@@ -386,8 +453,72 @@ fn a_corrupt_log_file_is_skipped_with_a_warning_not_fatal() {
     write(lake, "log/decision_trace/part-garbage.parquet", "PAR1 not really");
     let r = run(lake, &["query", "SELECT COUNT(*) AS n FROM log.decision_trace", "--format", "json"]);
     assert_eq!(r.code, 0, "{}", r.stderr);
-    assert!(r.stdout.contains("\"n\":7"), "{}", r.stdout);
+    assert!(r.stdout.contains("\"n\":9"), "{}", r.stdout);
     assert!(r.stderr.contains("part-garbage.parquet") && r.stderr.contains("skipped"), "{}", r.stderr);
+}
+
+#[test]
+fn a_log_part_written_before_the_score_columns_existed_still_reads() {
+    use datafusion::arrow::array::{ArrayRef, Float64Array, RecordBatch, StringArray};
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    use std::sync::Arc;
+    let dir = fixture();
+    let lake = dir.path();
+    playbook(lake);
+    risk(lake, AS_OF);
+    // A part in the log's first layout: 17 text columns and outcome_value, with no action_id,
+    // score, playbook_hash or code_version (what lakes logged before the learning loop hold).
+    let names = [
+        "record_id",
+        "kind",
+        "as_of_date",
+        "recorded_at",
+        "subject_type",
+        "subject_id",
+        "period_start",
+        "playbook_version",
+        "status",
+        "action",
+        "owner_id",
+        "owner_name",
+        "follow_up_date",
+        "expected_outcome",
+        "evidence",
+        "refers_to",
+        "outcome",
+    ];
+    let mut fields: Vec<Field> = names.iter().map(|n| Field::new(*n, DataType::Utf8, true)).collect();
+    fields.push(Field::new("outcome_value", DataType::Float64, true));
+    let mut columns: Vec<ArrayRef> = names
+        .iter()
+        .map(|n| {
+            let v = match *n {
+                "record_id" => "old1",
+                "kind" => "deal_flag",
+                "as_of_date" => "2024-06-02",
+                "subject_id" => "D1",
+                _ => "x",
+            };
+            Arc::new(StringArray::from(vec![v])) as ArrayRef
+        })
+        .collect();
+    columns.push(Arc::new(Float64Array::from(vec![Some(61.0)])));
+    let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).unwrap();
+    let mut buf = Vec::new();
+    let mut w = datafusion::parquet::arrow::ArrowWriter::try_new(&mut buf, batch.schema(), None).unwrap();
+    w.write(&batch).unwrap();
+    w.close().unwrap();
+    std::fs::write(lake.join("log/decision_trace/part-2024-06-02-old.parquet"), buf).unwrap();
+    let rows = query(
+        lake,
+        "SELECT record_id, score, outcome_value, code_version FROM log.decision_trace ORDER BY record_id",
+        None,
+    );
+    assert_eq!(rows.len(), 10, "{rows:?}");
+    let old = rows.iter().find(|r| s(r, "record_id") == "old1").unwrap();
+    assert_eq!(f(old, "outcome_value"), 61.0);
+    assert!(old.get("score").is_none_or(|v| v.is_null()) && old.get("code_version").is_none_or(|v| v.is_null()));
+    assert!(rows.iter().filter(|r| s(r, "record_id") != "old1").all(|r| !s(r, "code_version").is_empty()));
 }
 
 #[test]

@@ -102,6 +102,10 @@ pub async fn risk_in(session: &LakeSession, playbook: &crate::jobs::risk::Playbo
     let (_, text, manifest, _) = crate::jobs::risk::run(session, playbook).await?;
     write!(out, "{text}")?;
     writeln!(out, "published run {} (output.deal_risk, deal_risk_flags)", manifest.run_id)?;
+    // The weekly loop's momentum per open deal and account, beside the risk.
+    let momentum = crate::learn::momentum::run(session).await?;
+    write!(out, "{}", momentum.text)?;
+    writeln!(out, "published run {} (output.momentum)", momentum.manifest.run_id)?;
     Ok(())
 }
 
@@ -117,7 +121,8 @@ pub async fn patterns(lake: &Lake, as_of: NaiveDate, job: Option<&Path>, out: &m
 }
 
 /// The learning loop's fitted models.
-pub async fn models(lake: &Lake, as_of: NaiveDate, out: &mut dyn Write) -> Result<()> {
+pub async fn models(lake: &Lake, as_of: NaiveDate, playbook: Option<&Path>, out: &mut dyn Write) -> Result<()> {
+    let playbook = crate::jobs::risk::load(playbook)?;
     let session = crate::outputs::open_session(lake, AsOf(Some(as_of))).await?;
     refuse_broken(&session, lake)?;
     let run = crate::learn::models::run_win_model(&session).await?;
@@ -127,6 +132,18 @@ pub async fn models(lake: &Lake, as_of: NaiveDate, out: &mut dyn Write) -> Resul
         "published run {} (output.win_probability, output.model_metrics, model card {})",
         run.manifest.run_id, run.model_version
     )?;
+    let weights = crate::learn::risk_weights::run(&session, &playbook).await?;
+    write!(out, "{}", weights.text)?;
+    writeln!(
+        out,
+        "published run {} (output.risk_weights, model card {})",
+        weights.manifest.run_id, weights.weights.model_version
+    )?;
+    let priority = crate::learn::account_priority::run(&session).await?;
+    write!(out, "{}", priority.text)?;
+    if let Some(m) = &priority.manifest {
+        writeln!(out, "published run {} (output.account_priority)", m.run_id)?;
+    }
     Ok(())
 }
 

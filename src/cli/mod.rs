@@ -93,9 +93,15 @@ pub enum Command {
     /// closed before the last half-year and tested on those closed since, beside a stage-only model,
     /// the CRM's stage probability and (on generated lakes) the true probability; a probability per
     /// open deal (output.win_probability), output.model_metrics and the model card.
+    /// Then the deal-risk weights: the playbook's score fitted on past deal-weeks (each scored as
+    /// of its date, its outcome read 60 days later), tested on the latest third of the dates, and
+    /// used by the weekly risk job only if they beat the priors there (output.risk_weights).
     Models {
         #[arg(long)]
         as_of: NaiveDate,
+        /// A playbook file instead of the built-in data/playbook.toml (for the risk weights).
+        #[arg(long)]
+        playbook: Option<PathBuf>,
     },
     /// Record what a rep actually did on a flagged deal (appended to the decision-trace log), or
     /// import it from CRM tasks logged on flagged deals after the flag.
@@ -275,7 +281,7 @@ pub async fn run(cli: Cli) -> Result<()> {
                 .await
         }
         Command::Risk { as_of, playbook } => jobs::risk(&lake, as_of, playbook.as_deref(), out).await,
-        Command::Models { as_of } => jobs::models(&lake, as_of, out).await,
+        Command::Models { as_of, playbook } => jobs::models(&lake, as_of, playbook.as_deref(), out).await,
         Command::Patterns { as_of, job } => jobs::patterns(&lake, as_of, job.as_deref(), out).await,
         Command::Action { deal, did, why, by, on, as_of, from_tasks } => {
             let by_hand = jobs::ActionByHand { deal, did, why, by, on };

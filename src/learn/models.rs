@@ -1,5 +1,5 @@
 //! Fitted models (linfa) on feature frames built with Polars from the deal trajectories, handed
-//! across as Parquet: the win-probability model, its held-out evaluation (AUC with a deal-cluster
+//! across through the Arrow C data interface (`frame.rs`): the win-probability model, its held-out evaluation (AUC with a deal-cluster
 //! bootstrap interval, Brier score, calibration by decile) against a stage-only model, the CRM's
 //! stage probability and, on generated lakes, the true probability; its model card.
 
@@ -10,15 +10,14 @@ use std::sync::Arc;
 use chrono::{Days, NaiveDate};
 use datafusion::arrow::array::{ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray};
 use datafusion::arrow::datatypes::{Field, Schema};
-use datafusion::parquet::arrow::ArrowWriter;
 use linfa::prelude::*;
 use linfa_logistic::LogisticRegression;
 use ndarray::{Array1, Array2};
-use polars::prelude::{DataFrame, DataType as PlDataType, IntoLazy, ParquetReader, SerReader, col, lit, when};
+use polars::prelude::{DataFrame, DataType as PlDataType, IntoLazy, col, lit, when};
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
-use super::trajectory::{self, Trajectory};
+use super::trajectory;
 use crate::error::{Error, Result};
 use crate::layers::LakeSession;
 use crate::outputs::decision_log::record_id;
@@ -51,7 +50,7 @@ const ALPHAS: [f64; 5] = [0.1, 10.0, 1_000.0, 10_000.0, 100_000.0];
 pub const TEST_DAYS: u64 = 182;
 const BOOTSTRAP: usize = 200;
 
-/// Timestamps as microseconds, whatever unit the Parquet carries.
+/// Timestamps as microseconds, whatever unit the trajectory carries.
 fn micros() -> PlDataType {
     PlDataType::Datetime(polars::prelude::TimeUnit::Microseconds, None)
 }
@@ -62,17 +61,6 @@ fn pe(e: polars::prelude::PolarsError) -> Error {
 
 fn le(e: impl std::fmt::Display) -> Error {
     Error::Other(format!("win-probability model (linfa): {e}"))
-}
-
-/// The trajectory as Parquet bytes: how it crosses from DataFusion to Polars.
-fn to_parquet(traj: &Trajectory) -> Result<Vec<u8>> {
-    let mut buf = Vec::new();
-    let mut w = ArrowWriter::try_new(&mut buf, traj.schema.clone(), None)?;
-    for b in &traj.batches {
-        w.write(b)?;
-    }
-    w.close()?;
-    Ok(buf)
 }
 
 /// One trajectory row as the model sees it.
@@ -89,9 +77,8 @@ struct Sample {
 }
 
 /// Builds the feature frame with Polars: stage and size-band indicators, numeric features cast and
-/// null-filled, from the trajectory Parquet.
-fn feature_frame(parquet: Vec<u8>) -> Result<(Vec<String>, Vec<String>, Vec<Sample>)> {
-    let df: DataFrame = ParquetReader::new(std::io::Cursor::new(parquet)).finish().map_err(pe)?;
+/// null-filled, from the trajectory (handed over through the Arrow C data interface).
+fn feature_frame(df: DataFrame) -> Result<(Vec<String>, Vec<String>, Vec<Sample>)> {
     let distinct = |name: &str| -> Result<Vec<String>> {
         let mut v: Vec<String> =
             df.column(name).map_err(pe)?.str().map_err(pe)?.iter().flatten().map(str::to_string).collect();
@@ -187,13 +174,13 @@ fn feature_frame(parquet: Vec<u8>) -> Result<(Vec<String>, Vec<String>, Vec<Samp
 }
 
 /// Standardisation learned on the training rows.
-struct Scaler {
+pub(crate) struct Scaler {
     mean: Vec<f64>,
     sd: Vec<f64>,
 }
 
 impl Scaler {
-    fn fit(rows: &[&Vec<f64>]) -> Scaler {
+    pub(crate) fn fit(rows: &[&Vec<f64>]) -> Scaler {
         let k = rows.first().map(|r| r.len()).unwrap_or(0);
         let n = rows.len().max(1) as f64;
         let mean: Vec<f64> = (0..k).map(|j| rows.iter().map(|r| r[j]).sum::<f64>() / n).collect();
@@ -205,7 +192,7 @@ impl Scaler {
             .collect();
         Scaler { mean, sd }
     }
-    fn matrix(&self, rows: &[&Vec<f64>]) -> Array2<f64> {
+    pub(crate) fn matrix(&self, rows: &[&Vec<f64>]) -> Array2<f64> {
         let k = self.mean.len();
         Array2::from_shape_fn((rows.len(), k), |(i, j)| (rows[i][j] - self.mean[j]) / self.sd[j])
     }
@@ -229,12 +216,15 @@ impl Fitted {
 
 /// P(won). linfa's `predict_probabilities` is the probability of its "positive" class, which is
 /// the more frequent label in the training data (not `true`): flip it when that is a loss.
-fn win_probabilities(model: &linfa_logistic::FittedLogisticRegression<f64, bool>, x: &Array2<f64>) -> Vec<f64> {
+pub(crate) fn win_probabilities(
+    model: &linfa_logistic::FittedLogisticRegression<f64, bool>,
+    x: &Array2<f64>,
+) -> Vec<f64> {
     let p = model.predict_probabilities(x);
     if model.labels().pos.class { p.to_vec() } else { p.iter().map(|v| 1.0 - v).collect() }
 }
 
-fn fit_once(
+pub(crate) fn fit_once(
     rows: &[&Vec<f64>],
     y: &[bool],
     alpha: f64,
@@ -295,7 +285,12 @@ pub struct Metric {
 }
 
 /// AUC with a bootstrap interval that resamples deals (a deal's rows move together).
-fn auc_with_interval(scored: &[(f64, bool)], deals: &[usize], n_deals: usize, seed: u64) -> Option<(f64, f64, f64)> {
+pub(crate) fn auc_with_interval(
+    scored: &[(f64, bool)],
+    deals: &[usize],
+    n_deals: usize,
+    seed: u64,
+) -> Option<(f64, f64, f64)> {
     let point = auc(scored)?;
     let mut by_deal: Vec<Vec<usize>> = vec![Vec::new(); n_deals];
     for (i, d) in deals.iter().enumerate() {
@@ -354,7 +349,9 @@ pub struct WinModelRun {
 struct ModelCard<'a> {
     model: &'a str,
     version: &'a str,
-    fitted_on: String,
+    /// The code that fitted it (the run's manifest holds the wall-clock time): the same inputs
+    /// and code give the same card.
+    code_version: &'static str,
     as_of: String,
     algorithm: &'static str,
     features: &'a [String],
@@ -380,7 +377,7 @@ pub async fn run_win_model(session: &LakeSession) -> Result<WinModelRun> {
     let as_of = session.as_of.0.ok_or_else(|| Error::Other("the win model needs --as-of".into()))?;
     let traj = trajectory::build(session).await?;
     let built_ms = started.elapsed().as_millis() as u64;
-    let (names, _stages, samples) = feature_frame(to_parquet(&traj)?)?;
+    let (names, _stages, samples) = feature_frame(super::frame::to_polars(&traj.schema, &traj.batches)?)?;
     let micros = |d: NaiveDate| d.and_hms_opt(0, 0, 0).expect("midnight").and_utc().timestamp_micros();
     let end = micros(as_of.checked_add_days(Days::new(1)).unwrap_or(as_of));
     let cutoff = micros(as_of.checked_sub_days(Days::new(TEST_DAYS)).unwrap_or(as_of));
@@ -505,7 +502,7 @@ pub async fn run_win_model(session: &LakeSession) -> Result<WinModelRun> {
     let card = ModelCard {
         model: "win_probability",
         version: &version,
-        fitted_on: chrono::Utc::now().to_rfc3339(),
+        code_version: crate::outputs::CODE_VERSION,
         as_of: as_of.to_string(),
         algorithm: "L2-regularised logistic regression (linfa-logistic), standardised features, alpha chosen on the latest quarter of the training deals by log-loss",
         features: &names,
@@ -666,7 +663,7 @@ fn summary(
 fn model_card_markdown(c: &ModelCard) -> String {
     let mut t = String::new();
     let _ = writeln!(t, "# Model card: {} {}\n", c.model, c.version);
-    let _ = writeln!(t, "- fitted {} as of {}; {}", c.fitted_on, c.as_of, c.algorithm);
+    let _ = writeln!(t, "- fitted as of {} by gtm-loop {}; {}", c.as_of, c.code_version, c.algorithm);
     let _ = writeln!(
         t,
         "- training: {} ({} rows, {} deals); alpha {}",

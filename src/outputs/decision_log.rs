@@ -49,7 +49,18 @@ pub struct Record {
     /// For an outcome: the record_id it is the outcome of.
     pub refers_to: Option<String>,
     pub outcome: Option<String>,
+    /// For an outcome: the measured value (a KPI's value when the outcome was read).
     pub outcome_value: Option<f64>,
+    /// The recommended action's playbook id (`action` holds its filled-in sentence).
+    pub action_id: Option<String>,
+    /// The score the record was made with (deal risk 0-100); `outcome_value` is never a score.
+    pub score: Option<f64>,
+    /// The content hash of the playbook file the record was made with (`playbook_version` is its
+    /// human label, which two different files can share).
+    pub playbook_hash: Option<String>,
+    /// The code that wrote the record (`GTM_LOOP_CODE_VERSION`: package version + git describe);
+    /// filled in by `append` when the writer leaves it empty.
+    pub code_version: Option<String>,
 }
 
 /// A stable id from the parts that say what a record is about (FNV-1a, 64 bits, hex).
@@ -85,6 +96,11 @@ pub fn schema() -> SchemaRef {
         s("refers_to", true),
         s("outcome", true),
         Field::new("outcome_value", DataType::Float64, true),
+        // Added with the learning loop: parts written before it read these as NULL.
+        s("action_id", true),
+        Field::new("score", DataType::Float64, true),
+        s("playbook_hash", true),
+        s("code_version", true),
     ]))
 }
 
@@ -113,6 +129,10 @@ fn batch(records: &[Record]) -> Result<RecordBatch> {
             s(&|r| r.refers_to.clone()),
             s(&|r| r.outcome.clone()),
             Arc::new(Float64Array::from(records.iter().map(|r| r.outcome_value).collect::<Vec<_>>())),
+            s(&|r| r.action_id.clone()),
+            Arc::new(Float64Array::from(records.iter().map(|r| r.score).collect::<Vec<_>>())),
+            s(&|r| r.playbook_hash.clone()),
+            s(&|r| r.code_version.clone()),
         ],
     )?)
 }
@@ -157,8 +177,14 @@ pub async fn existing_ids(session: &LakeSession) -> Result<BTreeSet<String>> {
 pub async fn append(session: &LakeSession, records: Vec<Record>) -> Result<usize> {
     let known = existing_ids(session).await?;
     let mut seen = BTreeSet::new();
-    let new: Vec<Record> =
-        records.into_iter().filter(|r| !known.contains(&r.record_id) && seen.insert(r.record_id.clone())).collect();
+    let new: Vec<Record> = records
+        .into_iter()
+        .filter(|r| !known.contains(&r.record_id) && seen.insert(r.record_id.clone()))
+        .map(|mut r| {
+            r.code_version.get_or_insert_with(|| crate::outputs::CODE_VERSION.to_string());
+            r
+        })
+        .collect();
     if new.is_empty() {
         return Ok(0);
     }

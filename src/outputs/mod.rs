@@ -8,6 +8,10 @@ pub mod run_writer;
 
 pub use run_writer::{Manifest, RunWriter};
 
+/// The code that produced a run, a record or a model: the package version and, built from a git
+/// checkout, `git describe --always --dirty` (stamped by build.rs).
+pub const CODE_VERSION: &str = env!("GTM_LOOP_CODE_VERSION");
+
 use crate::error::Result;
 use crate::lake::Lake;
 use crate::layers::{AsOf, LakeSession};

@@ -196,7 +196,7 @@ impl RunWriter {
             as_of: self.as_of.label(),
             started_at: self.started_at.clone(),
             committed_at: Utc::now().to_rfc3339_opts(SecondsFormat::Micros, true),
-            code_version: env!("CARGO_PKG_VERSION").to_string(),
+            code_version: crate::outputs::CODE_VERSION.to_string(),
             playbook_version: self.playbook_version.take(),
             inputs: std::mem::take(&mut self.inputs),
             tables: std::mem::take(&mut self.tables),

@@ -18,9 +18,37 @@ pub fn two_proportion(k1: i64, n1: i64, k2: i64, n2: i64) -> Option<(f64, f64)> 
     Some((z, statrs::function::erf::erfc(z.abs() / std::f64::consts::SQRT_2)))
 }
 
+/// Exact two-sided binomial test of `k` successes in `n` trials against probability `p`: the sum
+/// of the probabilities of every outcome no more likely than `k` (R's `binom.test`), with R's
+/// relative tolerance of 1e-7 for ties. None when `n` is 0.
+pub fn binomial_two_sided(k: u64, n: u64, p: f64) -> Option<f64> {
+    if n == 0 || k > n || !(0.0..=1.0).contains(&p) {
+        return None;
+    }
+    let ln = |v: f64| if v > 0.0 { v.ln() } else { f64::NEG_INFINITY };
+    let ln_pmf =
+        |i: u64| statrs::function::factorial::ln_binomial(n, i) + i as f64 * ln(p) + (n - i) as f64 * ln(1.0 - p);
+    let observed = ln_pmf(k);
+    let limit = observed + (1.0f64 + 1e-7).ln();
+    let total: f64 = (0..=n).map(ln_pmf).filter(|l| *l <= limit).map(f64::exp).sum();
+    Some(total.min(1.0))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// R documentation of `binom.test` (Conover 1971, p. 97f): 682 of 925 plants against 3/4
+    /// gives p-value = 0.3825; and 7 of 20 against a fair coin, P(X <= 7) + P(X >= 13) = 0.2632.
+    #[test]
+    fn exact_binomial_test_matches_r() {
+        let p = binomial_two_sided(682, 925, 0.75).unwrap();
+        assert!((p - 0.3825).abs() < 5e-5, "{p}");
+        let p = binomial_two_sided(7, 20, 0.5).unwrap();
+        assert!((p - 0.263_2).abs() < 5e-5, "{p}");
+        assert_eq!(binomial_two_sided(10, 20, 0.5), Some(1.0));
+        assert!(binomial_two_sided(0, 0, 0.5).is_none());
+    }
 
     #[test]
     fn two_proportion_test_matches_a_worked_example() {

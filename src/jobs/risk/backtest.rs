@@ -30,8 +30,10 @@ type Scored = (f64, bool, Vec<String>);
 /// A deal's history: (recorded at, stage, close date), oldest first.
 type History = HashMap<String, Vec<(String, String, Option<String>)>>;
 
-async fn full_history(lake: &Lake) -> Result<(History, HashMap<String, (bool, bool)>)> {
-    let session = crate::outputs::open_session(lake, AsOf(None)).await?;
+/// Every deal's stage history and the stage catalog, as known `as_of` (`AsOf(None)`: everything
+/// landed, which only an evaluation of the past may read).
+async fn history(lake: &Lake, as_of: AsOf) -> Result<(History, HashMap<String, (bool, bool)>)> {
+    let session = crate::outputs::open_session(lake, as_of).await?;
     let mut history: History = HashMap::new();
     let b = session
         .ctx
@@ -76,6 +78,58 @@ fn state_at(rows: &[(String, String, Option<String>)], day: NaiveDate) -> Option
     rows.iter().rev().find(|(at, _, _)| at.as_str() < end.as_str()).map(|(_, s, c)| (s.clone(), c.clone()))
 }
 
+/// One scored open deal at one as-of date, with its outcome by the horizon.
+#[derive(Debug, Clone)]
+pub struct DealWeek {
+    pub date: NaiveDate,
+    pub deal: String,
+    /// The playbook's prior score (0-100).
+    pub score: f64,
+    /// Lost, or the close date moved later, by `date + horizon`.
+    pub bad: bool,
+    pub flags: Vec<String>,
+}
+
+/// Scores every open deal at each date from a session that sees only what was known then, and
+/// reads each outcome `horizon_days` later from the history as known `outcomes_as_of`. Returns the
+/// deal-weeks and the flags the lake cannot fire (with what they lack).
+pub async fn deal_weeks(
+    lake: &Lake,
+    pb: &Playbook,
+    dates: &[NaiveDate],
+    horizon_days: u64,
+    outcomes_as_of: AsOf,
+) -> Result<(Vec<DealWeek>, BTreeMap<String, Vec<String>>)> {
+    let (history, stages) = history(lake, outcomes_as_of).await?;
+    let mut rows = Vec::new();
+    // Flags this lake cannot fire (the same on every date: they follow what landed).
+    let mut blind: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let bar = crate::progress::bar(dates.len() as u64, "risk scores at past dates", "as-of dates");
+    for &d in dates {
+        let session = crate::outputs::open_session(lake, AsOf(Some(d))).await?;
+        let risk = crate::jobs::risk::compute_with(&session, pb, &crate::jobs::risk::Weights::priors(pb)).await?;
+        blind.extend(crate::jobs::risk::uninstrumented(&session, pb));
+        let horizon = d + Days::new(horizon_days);
+        for r in risk.iter().filter(|r| r.score.is_some()) {
+            let Some(h) = history.get(&r.deal.id) else { continue };
+            let Some((stage_later, close_later)) = state_at(h, horizon) else { continue };
+            let (closed, won) = stages.get(&stage_later).copied().unwrap_or((false, false));
+            let lost = closed && !won;
+            let slipped = matches!((&r.deal.close_date, &close_later), (Some(a), Some(b)) if b > a);
+            rows.push(DealWeek {
+                date: d,
+                deal: r.deal.id.clone(),
+                score: r.score.unwrap_or_default() as f64,
+                bad: lost || slipped,
+                flags: r.flags.iter().map(|f| f.flag.clone()).collect(),
+            });
+        }
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    Ok((rows, blind))
+}
+
 pub async fn run(
     lake: &Lake,
     pb: &Playbook,
@@ -87,35 +141,15 @@ pub async fn run(
     if to < from || every_days == 0 {
         return Err(Error::Other("backtest needs --from <= --to and --every-days >= 1".into()));
     }
-    let (history, stages) = full_history(lake).await?;
-    let mut rows: Vec<Scored> = Vec::new();
-    let mut weeks = 0;
-    // Flags this lake cannot fire (the same on every date: they follow what landed).
-    let mut blind: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut dates = Vec::new();
     let mut d = from;
-    let bar = crate::progress::bar(((to - from).num_days() as u64) / every_days + 1, "backtest", "as-of dates");
     while d <= to {
-        let session = crate::outputs::open_session(lake, AsOf(Some(d))).await?;
-        let risk = crate::jobs::risk::compute(&session, pb).await?;
-        blind.extend(crate::jobs::risk::uninstrumented(&session, pb));
-        let horizon = d + Days::new(horizon_days);
-        for r in risk.iter().filter(|r| r.score.is_some()) {
-            let Some(h) = history.get(&r.deal.id) else { continue };
-            let Some((stage_later, close_later)) = state_at(h, horizon) else { continue };
-            let (closed, won) = stages.get(&stage_later).copied().unwrap_or((false, false));
-            let lost = closed && !won;
-            let slipped = matches!((&r.deal.close_date, &close_later), (Some(a), Some(b)) if b > a);
-            rows.push((
-                r.score.unwrap_or_default() as f64,
-                lost || slipped,
-                r.flags.iter().map(|f| f.flag.clone()).collect(),
-            ));
-        }
-        weeks += 1;
-        bar.inc(1);
+        dates.push(d);
         d = d + Days::new(every_days);
     }
-    bar.finish_and_clear();
+    let weeks = dates.len();
+    let (weeks_scored, blind) = deal_weeks(lake, pb, &dates, horizon_days, AsOf(None)).await?;
+    let rows: Vec<Scored> = weeks_scored.into_iter().map(|w| (w.score, w.bad, w.flags)).collect();
     let n = rows.len();
     if n == 0 {
         return Err(Error::Other(format!("no open, scored deals between {from} and {to}: nothing to backtest")));

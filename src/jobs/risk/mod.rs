@@ -16,7 +16,7 @@ use serde::Deserialize;
 
 use crate::error::{Error, Result};
 use crate::layers::LakeSession;
-use crate::layers::columns::{floats, strings};
+use crate::layers::columns::{floats, string_rows, strings};
 use crate::outputs::decision_log::{Record, record_id};
 
 const BUILTIN_PLAYBOOK: &str = repo_file!("data/playbook.toml");
@@ -43,6 +43,10 @@ pub struct Playbook {
     /// The file it was read from (or the built-in's repository path), for error messages.
     #[serde(skip)]
     pub source: String,
+    /// The content hash of the file's text (FNV-1a 64, hex): `version` is a label two different
+    /// files can share; the hash says which file a score or a record was made with.
+    #[serde(skip)]
+    pub content_hash: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -82,9 +86,10 @@ pub struct ActionDef {
 /// Loads the playbook (the built-in data/playbook.toml unless a file is given) and checks that
 /// every flag has its SQL and every action names known flags.
 pub fn load(file: Option<&Path>) -> Result<Playbook> {
-    let (name, mut pb): (String, Playbook) =
-        crate::error::read_declaration(file, "data/playbook.toml", BUILTIN_PLAYBOOK)?;
+    let (name, text, mut pb): (String, String, Playbook) =
+        crate::error::read_declaration_text(file, "data/playbook.toml", BUILTIN_PLAYBOOK)?;
     pb.source = name.clone();
+    pb.content_hash = record_id(&[&text]);
     for f in &pb.flags {
         if !FLAG_SQL.iter().any(|(id, _)| *id == f.id) {
             return Err(Error::Config {
@@ -297,13 +302,19 @@ pub fn render(template: &str, deal: &Deal, flags: &[FiredFlag], deadline: NaiveD
 }
 
 /// Scores each open deal and picks its move.
-pub fn assess(pb: &Playbook, deals: Vec<Deal>, fired: &[FiredFlag], as_of: NaiveDate) -> Vec<DealRisk> {
+pub fn assess(
+    pb: &Playbook,
+    deals: Vec<Deal>,
+    fired: &[FiredFlag],
+    as_of: NaiveDate,
+    weights: &Weights,
+) -> Vec<DealRisk> {
     let mut by_deal: HashMap<&str, Vec<FiredFlag>> = HashMap::new();
     for f in fired {
         by_deal.entry(f.opportunity_id.as_str()).or_default().push(f.clone());
     }
-    let weight: HashMap<&str, f64> = pb.flags.iter().map(|f| (f.id.as_str(), f.weight)).collect();
-    let scored_by = format!("playbook {} priors (no fitted model yet)", pb.version);
+    let weight = &weights.by_flag;
+    let scored_by = weights.scored_by.clone();
     let mut out = Vec::new();
     for deal in deals {
         let flags = by_deal.remove(deal.id.as_str()).unwrap_or_default();
@@ -326,8 +337,8 @@ pub fn assess(pb: &Playbook, deals: Vec<Deal>, fired: &[FiredFlag], as_of: Naive
             });
             continue;
         }
-        let logit = pb.scoring.base_logit
-            + flags.iter().map(|f| weight.get(f.flag.as_str()).copied().unwrap_or(0.0)).sum::<f64>();
+        let logit =
+            weights.base_logit + flags.iter().map(|f| weight.get(f.flag.as_str()).copied().unwrap_or(0.0)).sum::<f64>();
         let score = (100.0 * sigmoid(logit)).round() as i64;
         let confidence = 0.4
             + 0.2 * f64::from(u8::from(deal.activities >= pb.scoring.confident_activities))
@@ -361,14 +372,95 @@ pub fn assess(pb: &Playbook, deals: Vec<Deal>, fired: &[FiredFlag], as_of: Naive
     out
 }
 
-/// Assesses every open deal as of the session's date.
+/// Assesses every open deal as of the session's date, with the weights `weights` chooses.
 pub async fn compute(session: &LakeSession, pb: &Playbook) -> Result<Vec<DealRisk>> {
+    let w = weights(session, pb).await?;
+    compute_with(session, pb, &w).await
+}
+
+/// Assesses every open deal as of the session's date with the given weights.
+pub async fn compute_with(session: &LakeSession, pb: &Playbook, weights: &Weights) -> Result<Vec<DealRisk>> {
     let as_of = session.as_of.0.ok_or_else(|| {
         Error::Other("the deal risk job needs an explicit as-of date: pass --as-of YYYY-MM-DD".into())
     })?;
     let deals = deals(session).await?;
     let fired = fired(session, pb).await?;
-    Ok(assess(pb, deals, &fired, as_of))
+    Ok(assess(pb, deals, &fired, as_of, weights))
+}
+
+/// The weights a score is made with: the playbook's priors, or weights the learning loop fitted
+/// (`gtm-loop models`, `output.risk_weights`) when they beat the priors on held-out deal-weeks.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Weights {
+    pub base_logit: f64,
+    pub by_flag: HashMap<String, f64>,
+    /// What scored the deals, and why: shown in `scored_by` and in the run's text.
+    pub scored_by: String,
+    pub fitted: bool,
+}
+
+impl Weights {
+    pub fn priors(pb: &Playbook) -> Weights {
+        Weights {
+            base_logit: pb.scoring.base_logit,
+            by_flag: pb.flags.iter().map(|f| (f.id.clone(), f.weight)).collect(),
+            scored_by: format!("playbook {} priors", pb.version),
+            fitted: false,
+        }
+    }
+}
+
+/// The weights for a run: the newest fit in `output.risk_weights` made on or before the run's
+/// date for this very playbook file (its content hash), used only when that fit beat the priors
+/// on its held-out period; otherwise the priors, saying why.
+pub async fn weights(session: &LakeSession, pb: &Playbook) -> Result<Weights> {
+    let mut priors = Weights::priors(pb);
+    let exists = session.ctx.table_exist("output.risk_weights").unwrap_or(false);
+    let Some(as_of) = session.as_of.0 else { return Ok(priors) };
+    if !exists {
+        priors.scored_by.push_str(" (no fitted weights yet: gtm-loop models fits them)");
+        return Ok(priors);
+    }
+    let sql = format!(
+        "SELECT term, fitted_weight, CAST(beats_priors AS VARCHAR) AS beats, model_version, fitted_as_of, verdict          FROM output.risk_weights WHERE playbook_hash = '{}' AND fitted_as_of <= '{as_of}'            AND fitted_as_of = (SELECT MAX(fitted_as_of) FROM output.risk_weights                                WHERE playbook_hash = '{}' AND fitted_as_of <= '{as_of}')          ORDER BY term",
+        pb.content_hash, pb.content_hash
+    );
+    let mut rows = Vec::new();
+    for b in session.ctx.sql(&sql).await?.collect().await? {
+        let (terms, w, rest) = (strings(b.column(0))?, floats(b.column(1))?, string_rows(&b, 6)?);
+        for r in 0..b.num_rows() {
+            rows.push((terms[r].clone().unwrap_or_default(), w[r], rest[r][2..].to_vec()));
+        }
+    }
+    let Some((_, _, meta)) = rows.first() else {
+        priors.scored_by.push_str(&format!(
+            " (no weights fitted on or before {as_of} for this playbook file, hash {})",
+            pb.content_hash
+        ));
+        return Ok(priors);
+    };
+    let [beats, version, fitted_as_of, verdict] = [0, 1, 2, 3].map(|i| meta[i].clone().unwrap_or_default());
+    if beats != "true" {
+        priors.scored_by.push_str(&format!(
+            " (the weights fitted {fitted_as_of}, {version}, did not beat them on held-out data: {verdict})"
+        ));
+        return Ok(priors);
+    }
+    let mut fitted = Weights {
+        base_logit: priors.base_logit,
+        by_flag: HashMap::new(),
+        scored_by: format!("fitted weights {version} (fitted {fitted_as_of}; {verdict})"),
+        fitted: true,
+    };
+    for (term, w, _) in &rows {
+        let Some(w) = *w else { continue };
+        if term == "(intercept)" {
+            fitted.base_logit = w;
+        } else {
+            fitted.by_flag.insert(term.clone(), w);
+        }
+    }
+    Ok(fitted)
 }
 
 pub fn schema() -> SchemaRef {
@@ -458,28 +550,36 @@ pub fn week_of(d: NaiveDate) -> NaiveDate {
     d - Days::new(d.weekday().num_days_from_monday().into())
 }
 
-/// The log records of this run: one per flagged, scored deal, keyed by deal, week and playbook.
+/// The log records of this run: one per scored open deal per week, keyed by deal, week and
+/// playbook. A deal with a flag is a `deal_flag` (a move was recommended); one without is a
+/// `deal_score`, the control group the learning loop compares flagged deals against. Both carry
+/// the score, the action's id, the playbook's content hash and the code version (set on append).
+/// Both kinds share one id per deal and week, so a week re-run after the deal changed keeps the
+/// first record, whichever kind it was.
 pub fn records(rows: &[DealRisk], pb: &Playbook, as_of: NaiveDate, recorded_at: &str) -> Vec<Record> {
     let week = week_of(as_of).to_string();
     rows.iter()
-        .filter(|r| r.status == "scored" && !r.flags.is_empty())
+        .filter(|r| r.status == "scored")
         .map(|r| {
             let state = serde_json::json!({
                 "stage": r.deal.stage, "amount": r.deal.amount, "close_date": r.deal.close_date,
                 "days_in_stage": r.deal.days_in_stage, "score": r.score, "confidence": r.confidence,
+                "scored_by": r.scored_by,
                 "flags": r.flags.iter().map(|f| serde_json::json!({"flag": f.flag, "value": f.value, "evidence": f.evidence})).collect::<Vec<_>>(),
             });
+            let flagged = !r.flags.is_empty();
             Record {
                 record_id: record_id(&["deal_flag", &r.deal.id, &week, &pb.version]),
-                kind: "deal_flag".into(),
+                kind: if flagged { "deal_flag" } else { "deal_score" }.into(),
                 as_of_date: as_of.to_string(),
                 recorded_at: recorded_at.to_string(),
                 subject_type: "opportunity".into(),
                 subject_id: r.deal.id.clone(),
                 period_start: Some(week.clone()),
                 playbook_version: format!("playbook {}", pb.version),
-                status: Some(r.flags.iter().map(|f| f.flag.as_str()).collect::<Vec<_>>().join(",")),
-                action: Some(r.action.clone()),
+                status: flagged.then(|| r.flags.iter().map(|f| f.flag.as_str()).collect::<Vec<_>>().join(",")),
+                action: flagged.then(|| r.action.clone()),
+                action_id: r.action_id.clone(),
                 owner_id: Some(r.deal.owner_id.clone()),
                 owner_name: Some(r.deal.owner.clone()),
                 follow_up_date: r.deadline.map(|d| d.to_string()),
@@ -488,7 +588,8 @@ pub fn records(rows: &[DealRisk], pb: &Playbook, as_of: NaiveDate, recorded_at: 
                     r.deal.name, r.deal.stage, pb.scoring.outcome_after_days
                 )),
                 evidence: Some(state.to_string()),
-                outcome_value: r.score.map(|s| s as f64),
+                score: r.score.map(|s| s as f64),
+                playbook_hash: Some(pb.content_hash.clone()),
                 ..Record::default()
             }
         })
@@ -522,8 +623,8 @@ pub struct DealState {
     pub stage_order: Option<i64>,
 }
 
-/// Outcome records for flags logged at least `outcome_after_days` before this run's date, read
-/// from the deal as it stands on this run's date (the log records only what was known then).
+/// Outcome records for deal scores (flagged or not) logged at least `outcome_after_days` before
+/// this run's date, read from the deal as it stands on this run's date (the log records only what was known then).
 pub async fn outcomes(
     session: &LakeSession,
     pb: &Playbook,
@@ -535,9 +636,9 @@ pub async fn outcomes(
     // staged opportunity as of this run.
     let sql = format!(
         "SELECT i.record_id, i.subject_id, i.evidence, i.playbook_version, CAST(o.is_closed AS VARCHAR), \
-           CAST(o.is_won AS VARCHAR), CAST(o.close_date AS VARCHAR), o.stage_order \
+           CAST(o.is_won AS VARCHAR), CAST(o.close_date AS VARCHAR), o.stage_order, i.playbook_hash \
          FROM log.decision_trace AS i JOIN staging.opportunity AS o ON o.id = i.subject_id \
-         WHERE i.kind = 'deal_flag' AND i.as_of_date <= '{cutoff}' \
+         WHERE i.kind IN ('deal_flag', 'deal_score') AND i.as_of_date <= '{cutoff}' \
            AND NOT EXISTS (SELECT 1 FROM log.decision_trace AS x WHERE x.kind = 'deal_outcome' \
              AND x.refers_to = i.record_id AND x.as_of_date <= '{as_of}') \
          ORDER BY i.record_id"
@@ -560,6 +661,7 @@ pub async fn outcomes(
     for b in session.ctx.sql(&sql).await?.collect().await? {
         let s: Vec<Vec<Option<String>>> = (0..7).map(|i| strings(b.column(i))).collect::<Result<_>>()?;
         let order = floats(b.column(7))?;
+        let hashes = strings(b.column(8))?;
         for r in 0..b.num_rows() {
             let (Some(id), Some(deal)) = (s[0][r].clone(), s[1][r].clone()) else { continue };
             let state: serde_json::Value =
@@ -581,6 +683,7 @@ pub async fn outcomes(
                 subject_type: "opportunity".into(),
                 subject_id: deal,
                 playbook_version: s[3][r].clone().unwrap_or_default(),
+                playbook_hash: hashes[r].clone(),
                 refers_to: Some(id),
                 outcome: Some(what.into()),
                 ..Record::default()
@@ -655,8 +758,10 @@ pub async fn run(
 ) -> Result<(Vec<DealRisk>, String, crate::outputs::Manifest, usize)> {
     let started = std::time::Instant::now();
     let as_of = session.as_of.0.ok_or_else(|| Error::Other("the deal risk job needs --as-of YYYY-MM-DD".into()))?;
-    let rows = compute(session, pb).await?;
+    let weights = weights(session, pb).await?;
+    let rows = compute_with(session, pb, &weights).await?;
     let mut run = crate::outputs::RunWriter::begin(&session.lake, "deal_risk", session.as_of);
+    run.note(format!("scored by {}", weights.scored_by));
     run.record_inputs(session);
     run.set_playbook_version(format!("playbook {}", pb.version));
     run.timing("compute", started.elapsed().as_millis() as u64);
@@ -676,8 +781,9 @@ pub async fn run(
     let scored = rows.iter().filter(|r| r.score.is_some()).count();
     let flagged = rows.iter().filter(|r| r.score.is_some() && !r.flags.is_empty()).count();
     let mut text = format!(
-        "deal risk as of {as_of} (playbook {}, scored by priors): {} open deals, {scored} scored, {flagged} flagged, {} not enough history\n",
+        "deal risk as of {as_of} (playbook {}, scored by {}): {} open deals, {scored} scored, {flagged} flagged, {} not enough history\n",
         pb.version,
+        weights.scored_by,
         rows.len(),
         rows.len() - scored
     );
