@@ -9,10 +9,11 @@
 -- own instant plus one second, or the first instant after the weekly as-of day). The outcome
 -- columns (closed_at, won, next_push_at, closed_amount) are the only ones that look later, and
 -- only the learning loop's evaluation reads them.
--- The file is five steps, each introduced by an `-- @step <table>` line: the engine runs them in
--- order for each slice and registers each result as that table before the next runs, so the
--- history window and the landmarks are computed once per slice rather than at every reference
--- (DataFusion inlines a CTE wherever it is named). The last step is the trajectory itself.
+-- The file is a sequence of steps, each introduced by an `-- @step <table>` line: the engine runs
+-- them in order for each slice and registers each result as that table before the next runs, so
+-- the history window and the landmarks are computed once per slice rather than at every reference
+-- (DataFusion inlines a CTE wherever it is named), and each feature family (state, pushes, roles,
+-- meetings, tasks, mentions) is aggregated on its own before the last step joins them.
 -- @step mart._trajectory_stage_meta
 -- The stage catalog by master label.
 SELECT master_label, MIN(sort_order) AS sort_order, bool_or(is_closed) AS is_closed, bool_or(is_won) AS is_won
@@ -54,55 +55,67 @@ SELECT h.opportunity_id, 'stage_entry' AS snapshot, h.created_date + INTERVAL '1
   JOIN weeks AS w ON w.week_end > o.created_date
   LEFT JOIN closes AS c ON c.opportunity_id = o.id
   WHERE (c.closed_at IS NULL OR c.closed_at >= w.week_end) AND {{deals:o.id}}
--- @step trajectory
+-- @step mart._trajectory_state
+WITH stage_meta AS (SELECT * FROM mart._trajectory_stage_meta),
+hist AS (SELECT * FROM mart._trajectory_hist),
+closes AS (SELECT * FROM mart._trajectory_closes),
+landmarks AS (SELECT * FROM mart._trajectory_landmarks)
+SELECT l.opportunity_id, l.known_before,
+  last_value(h.stage_name ORDER BY h.created_date, h.id) AS stage_name,
+  last_value(h.amount ORDER BY h.created_date, h.id) AS amount,
+  last_value(h.close_date ORDER BY h.created_date, h.id) AS close_date,
+  last_value(h.probability ORDER BY h.created_date, h.id) AS probability,
+  MAX(CASE WHEN h.prev_stage IS NULL OR h.prev_stage <> h.stage_name THEN h.created_date END) AS stage_entered_at,
+  SUM(CASE WHEN h.close_date > h.prev_close_date THEN 1 ELSE 0 END) AS close_pushes,
+  MAX(h.amount) AS max_amount
+FROM landmarks AS l
+JOIN hist AS h ON h.opportunity_id = l.opportunity_id AND h.created_date < l.known_before
+GROUP BY l.opportunity_id, l.known_before
+-- @step mart._trajectory_pushes
+-- Outcome side: the first close-date push after the landmark while the deal was still open.
+WITH stage_meta AS (SELECT * FROM mart._trajectory_stage_meta),
+hist AS (SELECT * FROM mart._trajectory_hist),
+closes AS (SELECT * FROM mart._trajectory_closes),
+landmarks AS (SELECT * FROM mart._trajectory_landmarks)
+SELECT l.opportunity_id, l.known_before, MIN(h.created_date) AS next_push_at
+FROM landmarks AS l
+JOIN hist AS h ON h.opportunity_id = l.opportunity_id AND h.created_date >= l.known_before
+LEFT JOIN closes AS c ON c.opportunity_id = l.opportunity_id
+WHERE h.close_date > h.prev_close_date AND (c.closed_at IS NULL OR h.created_date < c.closed_at)
+GROUP BY l.opportunity_id, l.known_before
+-- @step mart._trajectory_roles
+WITH stage_meta AS (SELECT * FROM mart._trajectory_stage_meta),
+hist AS (SELECT * FROM mart._trajectory_hist),
+closes AS (SELECT * FROM mart._trajectory_closes),
+landmarks AS (SELECT * FROM mart._trajectory_landmarks)
+SELECT l.opportunity_id, l.known_before,
+  COUNT(DISTINCT r.contact_id) AS contacts,
+  MIN(CASE WHEN r.stakeholder_role = 'champion' THEN r.created_date END) AS champion_added_at,
+  MAX(CASE WHEN r.stakeholder_role = 'economic_buyer' THEN 1 ELSE 0 END) AS economic_buyer,
+  MAX(CASE WHEN r.stakeholder_role = 'technical_buyer' THEN 1 ELSE 0 END) AS technical_buyer,
+  MAX(r.created_date) AS last_thread_added_at
+FROM landmarks AS l
+JOIN (SELECT * FROM staging.opportunity_contact_role WHERE {{deals:opportunity_id}}) AS r
+  ON r.opportunity_id = l.opportunity_id AND (r.created_date IS NULL OR r.created_date < l.known_before)
+GROUP BY l.opportunity_id, l.known_before
+-- @step mart._trajectory_meetings
+WITH stage_meta AS (SELECT * FROM mart._trajectory_stage_meta),
+hist AS (SELECT * FROM mart._trajectory_hist),
+closes AS (SELECT * FROM mart._trajectory_closes),
+landmarks AS (SELECT * FROM mart._trajectory_landmarks)
+SELECT l.opportunity_id, l.known_before, COUNT(*) AS meetings,
+  SUM(CASE WHEN e.created_date >= l.known_before - INTERVAL '28 days' THEN 1 ELSE 0 END) AS meetings_28d,
+  MAX(CASE WHEN e.meeting_kind = 'discovery' THEN 1 ELSE 0 END) AS discovery_meeting,
+  array_to_string(array_agg(DISTINCT lower(trim(c.title))), '|') AS met_titles
+FROM landmarks AS l
+JOIN (SELECT * FROM staging.event WHERE {{deals:what_id}}) AS e ON e.what_id = l.opportunity_id AND e.created_date < l.known_before
+LEFT JOIN staging.contact AS c ON c.id = e.who_id
+GROUP BY l.opportunity_id, l.known_before
+-- @step mart._trajectory_task_counts
 WITH stage_meta AS (SELECT * FROM mart._trajectory_stage_meta),
 hist AS (SELECT * FROM mart._trajectory_hist),
 closes AS (SELECT * FROM mart._trajectory_closes),
 landmarks AS (SELECT * FROM mart._trajectory_landmarks),
-state AS (
-  SELECT l.opportunity_id, l.known_before,
-    last_value(h.stage_name ORDER BY h.created_date, h.id) AS stage_name,
-    last_value(h.amount ORDER BY h.created_date, h.id) AS amount,
-    last_value(h.close_date ORDER BY h.created_date, h.id) AS close_date,
-    last_value(h.probability ORDER BY h.created_date, h.id) AS probability,
-    MAX(CASE WHEN h.prev_stage IS NULL OR h.prev_stage <> h.stage_name THEN h.created_date END) AS stage_entered_at,
-    SUM(CASE WHEN h.close_date > h.prev_close_date THEN 1 ELSE 0 END) AS close_pushes,
-    MAX(h.amount) AS max_amount
-  FROM landmarks AS l
-  JOIN hist AS h ON h.opportunity_id = l.opportunity_id AND h.created_date < l.known_before
-  GROUP BY l.opportunity_id, l.known_before
-),
--- Outcome side: the first close-date push after the landmark while the deal was still open.
-pushes AS (
-  SELECT l.opportunity_id, l.known_before, MIN(h.created_date) AS next_push_at
-  FROM landmarks AS l
-  JOIN hist AS h ON h.opportunity_id = l.opportunity_id AND h.created_date >= l.known_before
-  LEFT JOIN closes AS c ON c.opportunity_id = l.opportunity_id
-  WHERE h.close_date > h.prev_close_date AND (c.closed_at IS NULL OR h.created_date < c.closed_at)
-  GROUP BY l.opportunity_id, l.known_before
-),
-roles AS (
-  SELECT l.opportunity_id, l.known_before,
-    COUNT(DISTINCT r.contact_id) AS contacts,
-    MIN(CASE WHEN r.stakeholder_role = 'champion' THEN r.created_date END) AS champion_added_at,
-    MAX(CASE WHEN r.stakeholder_role = 'economic_buyer' THEN 1 ELSE 0 END) AS economic_buyer,
-    MAX(CASE WHEN r.stakeholder_role = 'technical_buyer' THEN 1 ELSE 0 END) AS technical_buyer,
-    MAX(r.created_date) AS last_thread_added_at
-  FROM landmarks AS l
-  JOIN (SELECT * FROM staging.opportunity_contact_role WHERE {{deals:opportunity_id}}) AS r
-    ON r.opportunity_id = l.opportunity_id AND (r.created_date IS NULL OR r.created_date < l.known_before)
-  GROUP BY l.opportunity_id, l.known_before
-),
-meetings AS (
-  SELECT l.opportunity_id, l.known_before, COUNT(*) AS meetings,
-    SUM(CASE WHEN e.created_date >= l.known_before - INTERVAL '28 days' THEN 1 ELSE 0 END) AS meetings_28d,
-    MAX(CASE WHEN e.meeting_kind = 'discovery' THEN 1 ELSE 0 END) AS discovery_meeting,
-    array_to_string(array_agg(DISTINCT lower(trim(c.title))), '|') AS met_titles
-  FROM landmarks AS l
-  JOIN (SELECT * FROM staging.event WHERE {{deals:what_id}}) AS e ON e.what_id = l.opportunity_id AND e.created_date < l.known_before
-  LEFT JOIN staging.contact AS c ON c.id = e.who_id
-  GROUP BY l.opportunity_id, l.known_before
-),
 champions AS (
   SELECT opportunity_id, contact_id, MIN(created_date) AS since
   FROM staging.opportunity_contact_role WHERE stakeholder_role = 'champion' AND {{deals:opportunity_id}}
@@ -114,34 +127,46 @@ tasks AS (
   FROM landmarks AS l
   JOIN (SELECT * FROM staging.task WHERE {{deals:what_id}}) AS t ON t.what_id = l.opportunity_id AND t.created_date < l.known_before
     AND t.created_date >= l.known_before - INTERVAL '56 days'
-),
-task_counts AS (
-  SELECT t.opportunity_id, t.known_before,
-    SUM(CASE WHEN t.recent THEN 1 ELSE 0 END) AS tasks_28d,
-    SUM(CASE WHEN t.recent AND t.direction = 'inbound' THEN 1 ELSE 0 END) AS inbound_28d,
-    SUM(CASE WHEN t.recent AND t.direction = 'outbound' THEN 1 ELSE 0 END) AS outbound_28d,
-    SUM(CASE WHEN NOT t.recent AND t.direction = 'inbound' THEN 1 ELSE 0 END) AS inbound_prev_28d,
-    SUM(CASE WHEN NOT t.recent AND t.direction = 'outbound' THEN 1 ELSE 0 END) AS outbound_prev_28d,
-    SUM(CASE WHEN ch.contact_id IS NOT NULL AND t.recent AND t.direction = 'inbound' THEN 1 ELSE 0 END) AS champion_in_28d,
-    SUM(CASE WHEN ch.contact_id IS NOT NULL AND t.recent AND t.direction = 'outbound' THEN 1 ELSE 0 END) AS champion_out_28d,
-    SUM(CASE WHEN ch.contact_id IS NOT NULL AND NOT t.recent AND t.direction = 'inbound' THEN 1 ELSE 0 END) AS champion_in_prev_28d,
-    SUM(CASE WHEN ch.contact_id IS NOT NULL AND NOT t.recent AND t.direction = 'outbound' THEN 1 ELSE 0 END) AS champion_out_prev_28d
-  FROM tasks AS t
-  LEFT JOIN champions AS ch ON ch.opportunity_id = t.opportunity_id AND ch.contact_id = t.who_id
-    AND (ch.since IS NULL OR ch.since < t.known_before)
-  GROUP BY t.opportunity_id, t.known_before
-),
-mentions AS (
-  SELECT l.opportunity_id, l.known_before,
-    SUM(CASE WHEN m.topic = 'competitor' THEN 1 ELSE 0 END) AS competitor_mentions,
-    SUM(CASE WHEN m.topic IN ('pricing', 'discount') THEN 1 ELSE 0 END) AS pricing_mentions,
-    SUM(CASE WHEN m.topic = 'security' THEN 1 ELSE 0 END) AS security_mentions,
-    SUM(CASE WHEN m.topic IN ('integration', 'technical_blocker') THEN 1 ELSE 0 END) AS technical_mentions,
-    SUM(CASE WHEN m.topic = 'legal' THEN 1 ELSE 0 END) AS legal_mentions
-  FROM landmarks AS l
-  JOIN (SELECT * FROM staging.tracker_mention WHERE {{deals:opportunity_id}}) AS m ON m.opportunity_id = l.opportunity_id AND m.mentioned_at < l.known_before
-  GROUP BY l.opportunity_id, l.known_before
 )
+SELECT t.opportunity_id, t.known_before,
+  SUM(CASE WHEN t.recent THEN 1 ELSE 0 END) AS tasks_28d,
+  SUM(CASE WHEN t.recent AND t.direction = 'inbound' THEN 1 ELSE 0 END) AS inbound_28d,
+  SUM(CASE WHEN t.recent AND t.direction = 'outbound' THEN 1 ELSE 0 END) AS outbound_28d,
+  SUM(CASE WHEN NOT t.recent AND t.direction = 'inbound' THEN 1 ELSE 0 END) AS inbound_prev_28d,
+  SUM(CASE WHEN NOT t.recent AND t.direction = 'outbound' THEN 1 ELSE 0 END) AS outbound_prev_28d,
+  SUM(CASE WHEN ch.contact_id IS NOT NULL AND t.recent AND t.direction = 'inbound' THEN 1 ELSE 0 END) AS champion_in_28d,
+  SUM(CASE WHEN ch.contact_id IS NOT NULL AND t.recent AND t.direction = 'outbound' THEN 1 ELSE 0 END) AS champion_out_28d,
+  SUM(CASE WHEN ch.contact_id IS NOT NULL AND NOT t.recent AND t.direction = 'inbound' THEN 1 ELSE 0 END) AS champion_in_prev_28d,
+  SUM(CASE WHEN ch.contact_id IS NOT NULL AND NOT t.recent AND t.direction = 'outbound' THEN 1 ELSE 0 END) AS champion_out_prev_28d
+FROM tasks AS t
+LEFT JOIN champions AS ch ON ch.opportunity_id = t.opportunity_id AND ch.contact_id = t.who_id
+  AND (ch.since IS NULL OR ch.since < t.known_before)
+GROUP BY t.opportunity_id, t.known_before
+-- @step mart._trajectory_mentions
+WITH stage_meta AS (SELECT * FROM mart._trajectory_stage_meta),
+hist AS (SELECT * FROM mart._trajectory_hist),
+closes AS (SELECT * FROM mart._trajectory_closes),
+landmarks AS (SELECT * FROM mart._trajectory_landmarks)
+SELECT l.opportunity_id, l.known_before,
+  SUM(CASE WHEN m.topic = 'competitor' THEN 1 ELSE 0 END) AS competitor_mentions,
+  SUM(CASE WHEN m.topic IN ('pricing', 'discount') THEN 1 ELSE 0 END) AS pricing_mentions,
+  SUM(CASE WHEN m.topic = 'security' THEN 1 ELSE 0 END) AS security_mentions,
+  SUM(CASE WHEN m.topic IN ('integration', 'technical_blocker') THEN 1 ELSE 0 END) AS technical_mentions,
+  SUM(CASE WHEN m.topic = 'legal' THEN 1 ELSE 0 END) AS legal_mentions
+FROM landmarks AS l
+JOIN (SELECT * FROM staging.tracker_mention WHERE {{deals:opportunity_id}}) AS m ON m.opportunity_id = l.opportunity_id AND m.mentioned_at < l.known_before
+GROUP BY l.opportunity_id, l.known_before
+-- @step trajectory
+WITH stage_meta AS (SELECT * FROM mart._trajectory_stage_meta),
+hist AS (SELECT * FROM mart._trajectory_hist),
+closes AS (SELECT * FROM mart._trajectory_closes),
+landmarks AS (SELECT * FROM mart._trajectory_landmarks),
+state AS (SELECT * FROM mart._trajectory_state),
+pushes AS (SELECT * FROM mart._trajectory_pushes),
+roles AS (SELECT * FROM mart._trajectory_roles),
+meetings AS (SELECT * FROM mart._trajectory_meetings),
+task_counts AS (SELECT * FROM mart._trajectory_task_counts),
+mentions AS (SELECT * FROM mart._trajectory_mentions)
 SELECT
   l.opportunity_id,
   d.account_id,

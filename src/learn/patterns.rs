@@ -148,6 +148,9 @@ fn sql_text(s: &str) -> String {
 }
 
 /// The one query that turns trajectory rows into deal signatures for every condition x outcome.
+/// The stage-entry rows of the slice being counted.
+const BASE_TABLE: &str = "mart._pattern_base";
+
 fn signature_sql(job: &PatternsJob, conditions: &[&ConditionDef], segment: Option<&str>) -> String {
     // A segment key names its column ("size_band=SMB"), so two interaction columns never mix.
     let seg =
@@ -179,10 +182,7 @@ fn signature_sql(job: &PatternsJob, conditions: &[&ConditionDef], segment: Optio
         }
     }
     format!(
-        "WITH base AS (
-           SELECT * FROM mart.deal_trajectory WHERE snapshot = 'stage_entry' AND stage_order IS NOT NULL
-             AND {{{{deals:opportunity_id}}}}
-         ),
+        "WITH base AS (SELECT * FROM {BASE_TABLE}),
          landmark_rows AS ({}),
          per_deal AS (
            SELECT condition, outcome, seg, opportunity_id,
@@ -322,15 +322,36 @@ async fn run_on(session: &LakeSession, job: &PatternsJob, traj: &Trajectory, bui
     if !usable.is_empty() {
         // Slice by slice like the trajectory: a deal's rows are all in one slice, and signature
         // counts add up across slices.
+        // Each slice's stage-entry rows are filtered out of the trajectory once and registered as
+        // BASE_TABLE: the signature query reads them once per condition and outcome (DataFusion
+        // inlines the CTE), which over the whole trajectory was 48 scans of it per slice.
         let n = trajectory::slices(trajectory::deal_count(session).await?);
+        let progress = crate::progress::bar(n as u64, "pattern signatures", "slices");
         for k in 0..n {
-            let sql = trajectory::fill_slice(&signature_sql(job, &usable, None), k, n);
-            collect_signatures(session, &session.fill(&sql), &mut sigs).await?;
+            let base = session
+                .collect_declared(
+                    &trajectory::fill_slice(
+                        "SELECT * FROM mart.deal_trajectory WHERE snapshot = 'stage_entry' AND stage_order IS NOT NULL \
+                         AND {{deals:opportunity_id}}",
+                        k,
+                        n,
+                    ),
+                    "jobs/patterns.toml (stage-entry rows)",
+                )
+                .await?;
+            let _ = session.ctx.deregister_table(BASE_TABLE)?;
+            session.ctx.register_table(
+                BASE_TABLE,
+                Arc::new(datafusion::datasource::MemTable::try_new(traj.schema.clone(), vec![base])?),
+            )?;
+            collect_signatures(session, &session.fill(&signature_sql(job, &usable, None)), &mut sigs).await?;
             for col in &s.interactions {
-                let sql = trajectory::fill_slice(&signature_sql(job, &usable, Some(col)), k, n);
-                collect_signatures(session, &session.fill(&sql), &mut sigs).await?;
+                collect_signatures(session, &session.fill(&signature_sql(job, &usable, Some(col))), &mut sigs).await?;
             }
+            progress.inc(1);
         }
+        let _ = session.ctx.deregister_table(BASE_TABLE)?;
+        progress.finish_and_clear();
     }
     let get = |c: &str, o: &str, seg: &str, period: &str| -> &[Signature] {
         sigs.by
