@@ -189,9 +189,8 @@ pub async fn fit(session: &LakeSession, pb: &Playbook) -> Result<RiskWeights> {
     let (train_dates, test_dates) = split(&all);
     let (rows, blind) = deal_weeks(&session.lake, pb, &all, HORIZON_DAYS, AsOf(Some(as_of))).await?;
     let flags: Vec<&crate::jobs::risk::FlagDef> = pb.flags.iter().filter(|f| !blind.contains_key(&f.id)).collect();
-    let features = |w: &DealWeek| -> Vec<f64> {
-        flags.iter().map(|f| f64::from(u8::from(w.flags.iter().any(|x| *x == f.id)))).collect()
-    };
+    let features =
+        |w: &DealWeek| -> Vec<f64> { flags.iter().map(|f| f64::from(u8::from(w.flags.contains(&f.id)))).collect() };
     let train: Vec<&DealWeek> = rows.iter().filter(|w| train_dates.contains(&w.date)).collect();
     let test: Vec<&DealWeek> = rows.iter().filter(|w| test_dates.contains(&w.date)).collect();
     let train_bad = train.iter().filter(|w| w.bad).count();
