@@ -56,7 +56,8 @@ fn the_main_command_generates_validates_runs_risk_funnels_and_kpis_once() {
     );
     let runs = query(dir.path(), "SELECT job, COUNT(*) AS n FROM output.runs GROUP BY 1 ORDER BY 1", None);
     let runs: Vec<(&str, f64)> = runs.iter().map(|r| (s(r, "job"), f(r, "n"))).collect();
-    assert_eq!(runs, [("deal_risk", 2.0), ("funnel", 2.0), ("kpis", 2.0), ("validate", 2.0)]);
+    // The weekly risk run publishes momentum beside it.
+    assert_eq!(runs, [("deal_risk", 2.0), ("funnel", 2.0), ("kpis", 2.0), ("momentum", 2.0), ("validate", 2.0)]);
     // The as-of date comes from the data (the last deal change), said, so both runs used the same
     // one: the second logs no intervention twice.
     assert!(first.stdout.contains("as of 2026-09-30: the lake's latest recorded deal change"), "{}", first.stdout);
