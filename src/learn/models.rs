@@ -234,7 +234,7 @@ pub(crate) fn fit_once(
     LogisticRegression::default().alpha(alpha).max_iterations(200).fit(&data).map_err(le)
 }
 
-fn log_loss(p: &[f64], y: &[bool]) -> f64 {
+pub(crate) fn log_loss(p: &[f64], y: &[bool]) -> f64 {
     let n = p.len().max(1) as f64;
     -p.iter()
         .zip(y)

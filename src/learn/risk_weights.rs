@@ -22,6 +22,7 @@ use ndarray::{Array1, Array2};
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
+use super::models::log_loss;
 use crate::error::{Error, Result};
 use crate::jobs::risk::Playbook;
 use crate::jobs::risk::backtest::{DealWeek, deal_weeks};
@@ -66,15 +67,6 @@ pub fn fit_logit(x: &[Vec<f64>], y: &[bool], alpha: f64) -> Result<(f64, Vec<f64
     Ok((sign * model.intercept(), model.params().iter().map(|w| sign * w).collect()))
 }
 
-fn log_loss(p: &[f64], y: &[bool]) -> f64 {
-    let n = p.len().max(1) as f64;
-    -p.iter()
-        .zip(y)
-        .map(|(p, y)| if *y { p.clamp(1e-9, 1.0).ln() } else { (1.0 - p).clamp(1e-9, 1.0).ln() })
-        .sum::<f64>()
-        / n
-}
-
 /// The held-out comparison: log-loss of both, its difference (fitted − priors) with a bootstrap
 /// interval over deals, and both AUCs.
 #[derive(Debug, Clone, Serialize)]
@@ -97,7 +89,7 @@ fn compare(prior: &[f64], fitted: &[f64], y: &[bool], deal: &[usize]) -> Compari
     for (i, d) in deal.iter().enumerate() {
         rows_of[*d].push(i);
     }
-    let loss = |p: f64, y: bool| if y { -p.clamp(1e-9, 1.0).ln() } else { -(1.0 - p).clamp(1e-9, 1.0).ln() };
+    let loss = |p: f64, y: bool| log_loss(&[p], &[y]);
     let mut rng = rand::rngs::StdRng::seed_from_u64(11);
     let mut diffs = Vec::with_capacity(BOOTSTRAP);
     for _ in 0..BOOTSTRAP {
@@ -222,6 +214,14 @@ pub async fn fit(session: &LakeSession, pb: &Playbook) -> Result<RiskWeights> {
             train.len(),
             test.len()
         );
+        if rows.is_empty() {
+            out.verdict.push_str(&format!(
+                "; no open deal was scored at any of the {} dates from {} to {}: the risk job leaves a deal without activities or stage changes unscored (insufficient_history)",
+                all.len(),
+                all.first().map(|d| d.to_string()).unwrap_or_default(),
+                all.last().map(|d| d.to_string()).unwrap_or_default()
+            ));
+        }
         out.terms.push(("(intercept)".into(), pb.scoring.base_logit, None, train.len()));
         for f in &flags {
             let n = train.iter().filter(|w| w.flags.contains(&f.id)).count();
@@ -419,6 +419,9 @@ pub async fn run(session: &LakeSession, pb: &Playbook) -> Result<RiskWeightsRun>
             t.2.map(|v| format!("{v:.3}")).unwrap_or_else(|| "-".into()),
             t.3
         );
+    }
+    for f in &w.not_instrumented {
+        let _ = writeln!(text, "  {f:<28} not instrumented on this lake: not fitted");
     }
     let _ = writeln!(
         text,
