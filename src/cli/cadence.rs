@@ -35,7 +35,7 @@ pub async fn run(lake: &Lake, as_of: Option<NaiveDate>, opportunities: u64, stdo
     jobs::funnel_in(&session, &journeys, None, &[], &Calendar::default(), stdout).await?;
     // Weekly execution loop: deal risk.
     writeln!(stdout)?;
-    jobs::risk_in(&session, &crate::jobs::risk::load(None)?, stdout).await?;
+    jobs::risk_in(&session, &crate::cli::loop_cmds::assignment(lake, as_of, None, None).await?, stdout).await?;
     // Monthly performance loop: the KPI hierarchy and the leadership report.
     writeln!(stdout)?;
     let (job, catalog) = crate::jobs::kpi::load(None, None)?;

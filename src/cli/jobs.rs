@@ -90,16 +90,22 @@ async fn kpis_with_report(
     crate::jobs::kpi::finish(session, prepared, catalog, reports, md).await
 }
 
-pub async fn risk(lake: &Lake, as_of: NaiveDate, playbook: Option<&Path>, out: &mut dyn Write) -> Result<()> {
+pub async fn risk(
+    lake: &Lake,
+    as_of: NaiveDate,
+    playbook: Option<&Path>,
+    pinned: Option<&str>,
+    out: &mut dyn Write,
+) -> Result<()> {
     let session = crate::outputs::open_session(lake, AsOf(Some(as_of))).await?;
     refuse_broken(&session, lake)?;
-    let playbook = crate::jobs::risk::load(playbook)?;
-    risk_in(&session, &playbook, out).await
+    let plan = crate::cli::loop_cmds::assignment(lake, as_of, playbook, pinned).await?;
+    risk_in(&session, &plan, out).await
 }
 
 /// Runs deal risk in an open session and prints the summary and the published run.
-pub async fn risk_in(session: &LakeSession, playbook: &crate::jobs::risk::Playbook, out: &mut dyn Write) -> Result<()> {
-    let (_, text, manifest, _) = crate::jobs::risk::run(session, playbook).await?;
+pub async fn risk_in(session: &LakeSession, plan: &crate::jobs::risk::Assignment, out: &mut dyn Write) -> Result<()> {
+    let (_, text, manifest, _) = crate::jobs::risk::run_assigned(session, plan).await?;
     write!(out, "{text}")?;
     writeln!(out, "published run {} (output.deal_risk, deal_risk_flags)", manifest.run_id)?;
     // The weekly loop's momentum per open deal and account, beside the risk.
@@ -121,8 +127,15 @@ pub async fn patterns(lake: &Lake, as_of: NaiveDate, job: Option<&Path>, out: &m
 }
 
 /// The learning loop's fitted models.
-pub async fn models(lake: &Lake, as_of: NaiveDate, playbook: Option<&Path>, out: &mut dyn Write) -> Result<()> {
-    let playbook = crate::jobs::risk::load(playbook)?;
+pub async fn models(
+    lake: &Lake,
+    as_of: NaiveDate,
+    playbook: Option<&Path>,
+    pinned: Option<&str>,
+    out: &mut dyn Write,
+) -> Result<()> {
+    let plan = crate::cli::loop_cmds::assignment(lake, as_of, playbook, pinned).await?;
+    let playbook = plan.playbooks[plan.current].clone();
     let session = crate::outputs::open_session(lake, AsOf(Some(as_of))).await?;
     refuse_broken(&session, lake)?;
     let run = crate::learn::models::run_win_model(&session).await?;

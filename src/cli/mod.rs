@@ -5,6 +5,7 @@ pub mod bench;
 pub mod cadence;
 pub mod jobs;
 pub mod lake_cmds;
+pub mod loop_cmds;
 pub mod query;
 
 use std::io::Write;
@@ -75,9 +76,12 @@ pub enum Command {
     Risk {
         #[arg(long)]
         as_of: NaiveDate,
-        /// A playbook file instead of the built-in data/playbook.toml.
-        #[arg(long)]
+        /// A playbook file instead of the lake's approved versions (rollouts are then not applied).
+        #[arg(long, conflicts_with = "playbook_version")]
         playbook: Option<PathBuf>,
+        /// Pin every deal to one approved version (a hash, a prefix or a label such as v1), for backtests.
+        #[arg(long)]
+        playbook_version: Option<String>,
     },
     /// Outcome patterns (the quarterly learning loop): deal trajectories, then every condition of
     /// jobs/patterns.toml against every outcome, stratified by stage, by segment, with
@@ -99,9 +103,21 @@ pub enum Command {
     Models {
         #[arg(long)]
         as_of: NaiveDate,
-        /// A playbook file instead of the built-in data/playbook.toml (for the risk weights).
-        #[arg(long)]
+        /// A playbook file instead of the lake's current version (for the risk weights).
+        #[arg(long, conflicts_with = "playbook_version")]
         playbook: Option<PathBuf>,
+        #[arg(long)]
+        playbook_version: Option<String>,
+    },
+    /// Playbook-update proposals, the approval gate and readouts (the learning loop).
+    Proposals {
+        #[command(subcommand)]
+        command: loop_cmds::ProposalsCommand,
+    },
+    /// The lake's playbook versions: show, history, diff.
+    Playbook {
+        #[command(subcommand)]
+        command: loop_cmds::PlaybookCommand,
     },
     /// Record what a rep actually did on a flagged deal (appended to the decision-trace log), or
     /// import it from CRM tasks logged on flagged deals after the flag.
@@ -172,6 +188,10 @@ pub enum Command {
         /// a naive comparison credits it with late-stage win rates, a stratified one must not.
         #[arg(long)]
         confounded: bool,
+        /// Simulate the world after an approval (a TOML file: from, assignment_key, treated_share,
+        /// outcome = "won", effect); see `demo::Scenario`.
+        #[arg(long)]
+        scenario: Option<PathBuf>,
     },
     /// Check the lake against its contract and publish data-quality findings.
     Validate {
@@ -280,8 +300,14 @@ pub async fn run(cli: Cli) -> Result<()> {
             jobs::kpis(&lake, as_of, catalog.as_deref(), job.as_deref(), fiscal_year_start, week_starts_sunday, out)
                 .await
         }
-        Command::Risk { as_of, playbook } => jobs::risk(&lake, as_of, playbook.as_deref(), out).await,
-        Command::Models { as_of, playbook } => jobs::models(&lake, as_of, playbook.as_deref(), out).await,
+        Command::Risk { as_of, playbook, playbook_version } => {
+            jobs::risk(&lake, as_of, playbook.as_deref(), playbook_version.as_deref(), out).await
+        }
+        Command::Models { as_of, playbook, playbook_version } => {
+            jobs::models(&lake, as_of, playbook.as_deref(), playbook_version.as_deref(), out).await
+        }
+        Command::Proposals { command } => loop_cmds::proposals_cmd(&lake, command, out).await,
+        Command::Playbook { command } => loop_cmds::playbook_cmd(&lake, command, out).await,
         Command::Patterns { as_of, job } => jobs::patterns(&lake, as_of, job.as_deref(), out).await,
         Command::Action { deal, did, why, by, on, as_of, from_tasks } => {
             let by_hand = jobs::ActionByHand { deal, did, why, by, on };
@@ -298,8 +324,19 @@ pub async fn run(cli: Cli) -> Result<()> {
             };
             jobs::funnel(&lake, as_of, journey.as_deref(), journeys.as_deref(), &by, &cal, out).await
         }
-        Command::Generate { opportunities, seed, end, days, usage_days, shape, null_effects, confounded } => {
-            let opts = GenerateOptions { opportunities, seed, end, days, usage_days, shape, null_effects, confounded };
+        Command::Generate { opportunities, seed, end, days, usage_days, shape, null_effects, confounded, scenario } => {
+            let scenario = scenario.as_deref().map(crate::demo::Scenario::load).transpose()?;
+            let opts = GenerateOptions {
+                opportunities,
+                seed,
+                end,
+                days,
+                usage_days,
+                shape,
+                null_effects,
+                confounded,
+                scenario,
+            };
             lake_cmds::generate(&lake, &opts, out).await
         }
         Command::Validate { as_of } => lake_cmds::validate(&lake, as_of, out).await,

@@ -285,7 +285,56 @@ impl Chunk<'_> {
                 break;
             }
         }
-        let close_at = outcome.map(|_| tcur);
+        let mut close_at = outcome.map(|_| tcur);
+        if let Some(sc) = self.cx.opts.scenario.as_ref().filter(|sc| {
+            created.date() >= sc.from
+                && crate::stats::experiment::is_treated(&sc.assignment_key, &d.owner_id, sc.treated_share)
+        }) {
+            // The scenario's effect, on the deal's own stream: with probability `effect` the deal
+            // advances at every stage (a won deal stays as it was).
+            use rand::SeedableRng;
+            let natural_won = (outcome == Some(true)).then(|| tcur.date());
+            let forced = crate::stats::experiment::assignment_uniform(&format!("{}#effect", sc.assignment_key), &d.oid)
+                < sc.effect;
+            if forced && outcome != Some(true) {
+                let seed =
+                    (crate::stats::experiment::assignment_uniform(&format!("{}#stream", sc.assignment_key), &d.oid)
+                        * (1u64 << 53) as f64) as u64;
+                let mut own = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+                let (mut t, mut st) = (created, 0usize);
+                changes = vec![(created, 0, false)];
+                outcome = None;
+                demo_at = None;
+                loop {
+                    let dur = lognormal(&mut own, medians[st] * size_mult, 0.55).max(1.0);
+                    let next_t = t + Duration::minutes((dur * 1440.0) as i64);
+                    if next_t.date() > end {
+                        break;
+                    }
+                    t = next_t;
+                    if st == 4 {
+                        outcome = Some(true);
+                        break;
+                    }
+                    st += 1;
+                    if st == 2 {
+                        demo_at = Some(t);
+                    }
+                    changes.push((t, st, false));
+                }
+                close_at = outcome.map(|_| t);
+            }
+            let won_day = (outcome == Some(true)).then(|| close_at.map(|c| c.date())).flatten();
+            let day = |d: Option<NaiveDate>| d.map(|d| d.to_string()).unwrap_or_default();
+            self.t.scenario_deals.push(format!(
+                "{},{},{},{},{}",
+                d.oid,
+                d.owner_id,
+                created.date(),
+                day(natural_won),
+                day(won_day)
+            ));
+        }
         // The deal's true chance of winning at each open-stage entry, for truth_win_probability.csv.
         let oracle_latents = Latents { size_mult, single, champion_mode, competitor, null };
         for &(at, stage, _) in &changes {

@@ -47,7 +47,47 @@ pub struct GenerateOptions {
     /// in Proposal): a naive comparison credits it with late-stage win rates, a stratified one
     /// must not.
     pub confounded: bool,
+    /// The world after an approval: from a date, deals of the sellers a rollout treats win more.
+    pub scenario: Option<Scenario>,
 }
+
+/// A simulated rollout's effect (`generate --scenario FILE`, TOML): deals created on or after
+/// `from` by a seller that the rollout keyed by `assignment_key` (a proposal id) treats, at
+/// `treated_share`, are won outright with probability `effect` (on their own random stream, so
+/// the draws of every other deal are as without it). The true effect on the win rate is then
+/// `effect` times the share of those deals that would have been lost; each deal's outcome with
+/// and without the effect is written to truth_scenario.csv so tests can compute it exactly.
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    pub from: NaiveDate,
+    pub assignment_key: String,
+    #[serde(default = "default_share")]
+    pub treated_share: f64,
+    /// Only `won` is simulated.
+    pub outcome: String,
+    pub effect: f64,
+}
+
+fn default_share() -> f64 {
+    0.8
+}
+
+impl Scenario {
+    pub fn load(path: &std::path::Path) -> crate::error::Result<Scenario> {
+        let (_, s): (String, Scenario) = crate::error::read_declaration(Some(path), "", "")?;
+        if s.outcome != "won" || !(0.0..=1.0).contains(&s.effect) || !(0.0..=1.0).contains(&s.treated_share) {
+            return Err(crate::error::Error::Config {
+                file: path.display().to_string(),
+                message: "outcome must be \"won\", effect and treated_share in [0, 1]".into(),
+            });
+        }
+        Ok(s)
+    }
+}
+
+/// Per deal of a scenario's treated sellers since `from`: its outcome with and without the effect.
+pub const TRUTH_SCENARIO: &str = "truth_scenario.csv";
 
 /// Beside truth.json: each deal's true chance of winning at every open-stage entry, from the
 /// generator's own parameters (the best possible win model on this lake).
@@ -73,6 +113,7 @@ impl Default for GenerateOptions {
             shape: Shape::Full,
             null_effects: false,
             confounded: false,
+            scenario: None,
         }
     }
 }
@@ -148,6 +189,14 @@ pub async fn generate(lake: &Lake, opts: &GenerateOptions) -> Result<Truth> {
         csv.push('\n');
     }
     lake.put(TRUTH_WIN_PROBABILITY, csv.into_bytes()).await?;
+    if opts.scenario.is_some() {
+        let mut csv = String::from("opportunity_id,owner_id,created_day,natural_won_day,won_day\n");
+        for line in &tally.scenario_deals {
+            csv.push_str(line);
+            csv.push('\n');
+        }
+        lake.put(TRUTH_SCENARIO, csv.into_bytes()).await?;
+    }
     eprintln!(
         "generated {} opportunities ({} rows in all) in {:.1}s into {}",
         n_opps,

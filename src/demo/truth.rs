@@ -137,6 +137,8 @@ pub(super) struct Tally {
     pub signups: BTreeMap<String, (u64, u64)>,
     /// "opportunity_id,stage,entered_at,probability" per open-stage entry (the oracle).
     pub win_probabilities: Vec<String>,
+    /// "opportunity_id,owner_id,created_day,natural_won_day,won_day" per scenario-treated deal.
+    pub scenario_deals: Vec<String>,
     pub rows: BTreeMap<String, u64>,
 }
 
@@ -171,6 +173,7 @@ impl Tally {
             e.1 += b;
         }
         self.win_probabilities.extend(o.win_probabilities.iter().cloned());
+        self.scenario_deals.extend(o.scenario_deals.iter().cloned());
         for (k, v) in &o.rows {
             *self.rows.entry(k.clone()).or_default() += v;
         }

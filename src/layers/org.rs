@@ -207,6 +207,11 @@ pub async fn memberships(session: &LakeSession) -> Result<Vec<Membership>> {
     Ok(rows)
 }
 
+/// Every user as of the run date: (id, name, manager_id), for walking up the reporting line.
+pub async fn users(session: &LakeSession) -> Result<Vec<(String, String, Option<String>)>> {
+    Ok(load(session).await?.0.into_iter().map(|u| (u.id, u.name, u.manager_id)).collect())
+}
+
 async fn load(session: &LakeSession) -> Result<(Vec<User>, Vec<(String, String, Option<String>)>)> {
     let b = session
         .ctx

@@ -1,6 +1,7 @@
 //! What runs leave behind in the lake: the atomic run writer and its manifests, the registry of
 //! published tables (`output.*`), and the append-only decision-trace log (`log.*`).
 
+pub mod audit_log;
 pub mod decision_log;
 pub mod markup;
 pub mod registry;
@@ -22,5 +23,6 @@ pub async fn open_session(lake: &Lake, as_of: AsOf) -> Result<LakeSession> {
     let session = LakeSession::open_layers(lake, as_of).await?;
     registry::register_outputs(&session).await?;
     decision_log::register(&session).await?;
+    audit_log::register(&session).await?;
     Ok(session)
 }

@@ -81,6 +81,8 @@ pub async fn register_outputs(session: &LakeSession) -> Result<()> {
         Field::new("committed_at", DataType::Utf8, false),
         Field::new("tables", DataType::Utf8, false),
         Field::new("code_version", DataType::Utf8, false),
+        // "playbook <label> <content hash>" for the jobs that use a playbook.
+        Field::new("playbook_version", DataType::Utf8, true),
         Field::new("notes", DataType::Utf8, false),
     ]));
     let col = |f: &dyn Fn(&Manifest) -> String| -> ArrayRef {
@@ -95,6 +97,7 @@ pub async fn register_outputs(session: &LakeSession) -> Result<()> {
             col(&|m| m.committed_at.clone()),
             col(&|m| m.tables.iter().map(|t| format!("{}({})", t.name, t.rows)).collect::<Vec<_>>().join(", ")),
             col(&|m| m.code_version.clone()),
+            Arc::new(StringArray::from(runs.iter().map(|m| m.playbook_version.clone()).collect::<Vec<_>>())),
             // What the run could not measure or chose to skip, one note per line.
             col(&|m| m.notes.join("\n")),
         ],

@@ -186,6 +186,7 @@ struct Page {
     funnels: Option<Funnels>,
     skipped: Vec<Skipped>,
     gaps: Vec<String>,
+    learning: Vec<String>,
     definitions: Vec<Definition>,
 }
 
@@ -242,6 +243,7 @@ fn page(input: &Input, view: &View) -> Page {
         territory: territory(input, view),
         funnels: funnels(input),
         gaps: input.gaps.to_vec(),
+        learning: input.learning.to_vec(),
         skipped: input
             .skipped
             .iter()
@@ -507,6 +509,7 @@ mod tests {
             segments: &[],
             segment_quarter: chrono::NaiveDate::from_ymd_opt(2026, 4, 1).unwrap(),
             risk: &[],
+            learning: &[],
         };
         let view = View { key: "vp".into(), title: "VP view: the whole company".into(), root: "company".into() };
         let page = html(&input, &view);

@@ -99,3 +99,37 @@ pub async fn risk_lines(session: &LakeSession, runs: &[Manifest]) -> Result<Vec<
     out.sort_by(|a, b| (std::cmp::Reverse(a.score), &a.deal).cmp(&(std::cmp::Reverse(b.score), &b.deal)));
     Ok(out)
 }
+
+/// The newest proposals and readouts published on or before the report's date, one sentence each
+/// (proposal: kind, title, status, confidence; readout: its verdict sentence).
+pub async fn learning_lines(session: &LakeSession) -> Result<Vec<String>> {
+    let d = session.as_of.label();
+    let mut out = Vec::new();
+    let newest = |t: &str| format!("as_of_date = (SELECT MAX(as_of_date) FROM output.{t} WHERE as_of_date <= '{d}')");
+    if session.ctx.table_exist("output.readouts").unwrap_or(false) {
+        let sql = format!(
+            "SELECT proposal_id, sentence FROM output.readouts WHERE {} ORDER BY proposal_id",
+            newest("readouts")
+        );
+        for b in session.ctx.sql(&sql).await?.collect().await? {
+            let (id, s) = (strings(b.column(0))?, strings(b.column(1))?);
+            for (id, s) in id.into_iter().zip(s) {
+                out.push(format!("Readout of proposal {}: {}", id.unwrap_or_default(), s.unwrap_or_default()));
+            }
+        }
+    }
+    if session.ctx.table_exist("output.proposals").unwrap_or(false) {
+        let sql = format!(
+            "SELECT proposal_id, kind, title, status, confidence, explanation FROM output.proposals WHERE {} ORDER BY proposal_id",
+            newest("proposals")
+        );
+        for b in session.ctx.sql(&sql).await?.collect().await? {
+            let c: Vec<Vec<Option<String>>> = (0..6).map(|i| strings(b.column(i))).collect::<Result<_>>()?;
+            for r in 0..b.num_rows() {
+                let g = |i: usize| c[i][r].clone().unwrap_or_default();
+                out.push(format!("Proposal {} ({}, {}, confidence {}): {}. {}", g(0), g(1), g(3), g(4), g(2), g(5)));
+            }
+        }
+    }
+    Ok(out)
+}

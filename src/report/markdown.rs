@@ -40,6 +40,13 @@ pub fn markdown(input: &Input) -> String {
         }
         m.push('\n');
     }
+    if !input.learning.is_empty() {
+        let _ = writeln!(m, "**Learning loop** (playbook proposals and readouts)");
+        for l in input.learning {
+            let _ = writeln!(m, "- {l}");
+        }
+        m.push('\n');
+    }
     let mut ivs: Vec<&Intervention> = input.interventions.iter().filter(|i| i.status != "observe").collect();
     ivs.sort_by_key(|i| (STATUS_ORDER.iter().position(|s| *s == i.status), level_rank(&i.level), i.kpi_id.clone()));
     let _ = writeln!(

@@ -41,6 +41,8 @@ pub struct Input<'a> {
     pub segment_quarter: NaiveDate,
     /// Open deals of the latest deal-risk run for the date, riskiest first (empty if none ran).
     pub risk: &'a [RiskLine],
+    /// The learning loop's latest proposals and readouts on or before the date, one sentence each.
+    pub learning: &'a [String],
 }
 
 /// Renders every view and the Markdown summary into a prepared KPI run (visible once it
@@ -55,6 +57,7 @@ pub async fn publish(
     let (funnels, bottlenecks) = inputs::funnel_artifacts(session, &runs).await?;
     let risk = inputs::risk_lines(session, &runs).await?;
     let gaps = inputs::gaps(session, &runs);
+    let learning = inputs::learning_lines(session).await?;
     let run_id = prepared.run.run_id().to_string();
     let input = Input {
         as_of: prepared.as_of,
@@ -70,6 +73,7 @@ pub async fn publish(
         segments: &prepared.segments,
         segment_quarter: prepared.segment_quarter.start,
         risk: &risk,
+        learning: &learning,
     };
     let pages: Vec<(String, String)> = views(input.units, input.cells)
         .iter()

@@ -2,6 +2,7 @@
 //! lacks (Wilson, Newcombe, Holm, Benjamini-Hochberg, AUC) written once, tested on published examples.
 
 pub mod auc;
+pub mod experiment;
 pub mod hypothesis;
 pub mod intervals;
 pub mod multiple;

@@ -5,7 +5,7 @@
 pub mod action;
 pub mod backtest;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -86,10 +86,23 @@ pub struct ActionDef {
 /// Loads the playbook (the built-in data/playbook.toml unless a file is given) and checks that
 /// every flag has its SQL and every action names known flags.
 pub fn load(file: Option<&Path>) -> Result<Playbook> {
-    let (name, text, mut pb): (String, String, Playbook) =
+    let (name, text, _): (String, String, toml::Table) =
         crate::error::read_declaration_text(file, "data/playbook.toml", BUILTIN_PLAYBOOK)?;
+    load_text(&name, &text)
+}
+
+/// The built-in seed playbook's text (data/playbook.toml): version 1 of every lake.
+pub fn builtin_text() -> &'static str {
+    BUILTIN_PLAYBOOK
+}
+
+/// Parses and checks a playbook from its text; `name` says where it came from in errors.
+pub fn load_text(name: &str, text: &str) -> Result<Playbook> {
+    let name = name.to_string();
+    let mut pb: Playbook =
+        toml::from_str(text).map_err(|e| Error::Config { file: name.clone(), message: e.to_string() })?;
     pb.source = name.clone();
-    pb.content_hash = record_id(&[&text]);
+    pb.content_hash = record_id(&[text]);
     for f in &pb.flags {
         if !FLAG_SQL.iter().any(|(id, _)| *id == f.id) {
             return Err(Error::Config {
@@ -750,20 +763,102 @@ pub fn views(rows: &[DealRisk], as_of: NaiveDate, pb: &Playbook) -> (String, Str
     (reps, board)
 }
 
+/// Which playbook scores whose deals: during a rollout the treated sellers' deals use the new
+/// version and the holdout's the one before (decided by the learning loop's approvals).
+#[derive(Debug, Clone)]
+pub struct Assignment {
+    pub playbooks: Vec<Playbook>,
+    /// The version in force (the manifest's playbook).
+    pub current: usize,
+    pub by_seller: HashMap<String, usize>,
+    /// For owners not named in any rollout.
+    pub default: usize,
+    pub note: String,
+    /// Score with each version's own weights, never with weights fitted since: set once the lake
+    /// has an approved version, so a holdout keeps exactly the previous play and fitted weights
+    /// reach the score only through an approved proposal.
+    pub own_weights_only: bool,
+}
+
+impl Assignment {
+    pub fn single(pb: &Playbook) -> Assignment {
+        Assignment {
+            playbooks: vec![pb.clone()],
+            current: 0,
+            by_seller: HashMap::new(),
+            default: 0,
+            note: String::new(),
+            own_weights_only: false,
+        }
+    }
+
+    pub fn for_owner(&self, owner: &str) -> usize {
+        self.by_seller.get(owner).copied().unwrap_or(self.default)
+    }
+}
+
 /// The run: assess, publish deal_risk and deal_risk_flags with the rep and manager views, then log
 /// the flagged deals and the outcomes of earlier flags.
 pub async fn run(
     session: &LakeSession,
     pb: &Playbook,
 ) -> Result<(Vec<DealRisk>, String, crate::outputs::Manifest, usize)> {
+    run_assigned(session, &Assignment::single(pb)).await
+}
+
+/// The run with one playbook per seller (a rollout with its holdout).
+pub async fn run_assigned(
+    session: &LakeSession,
+    plan: &Assignment,
+) -> Result<(Vec<DealRisk>, String, crate::outputs::Manifest, usize)> {
     let started = std::time::Instant::now();
     let as_of = session.as_of.0.ok_or_else(|| Error::Other("the deal risk job needs --as-of YYYY-MM-DD".into()))?;
-    let weights = weights(session, pb).await?;
-    let rows = compute_with(session, pb, &weights).await?;
+    let pb = &plan.playbooks[plan.current];
+    let used: BTreeSet<usize> = plan.by_seller.values().copied().chain([plan.current, plan.default]).collect();
+    let mut rows: Vec<DealRisk> = Vec::new();
+    let mut groups: Vec<(usize, Vec<DealRisk>)> = Vec::new();
+    let mut weights = Weights::priors(pb);
+    for &i in &used {
+        let w = if plan.own_weights_only {
+            let mut w = Weights::priors(&plan.playbooks[i]);
+            w.scored_by = format!(
+                "playbook {} weights (an approved version: fitted weights reach the score only through `proposals approve`)",
+                plan.playbooks[i].version
+            );
+            w
+        } else {
+            self::weights(session, &plan.playbooks[i]).await?
+        };
+        let mine: Vec<DealRisk> = compute_with(session, &plan.playbooks[i], &w)
+            .await?
+            .into_iter()
+            .filter(|r| plan.for_owner(&r.deal.owner_id) == i)
+            .collect();
+        if i == plan.current {
+            weights = w;
+        }
+        rows.extend(mine.iter().cloned());
+        groups.push((i, mine));
+    }
+    rows.sort_by(|a, b| (std::cmp::Reverse(a.score), &a.deal.id).cmp(&(std::cmp::Reverse(b.score), &b.deal.id)));
     let mut run = crate::outputs::RunWriter::begin(&session.lake, "deal_risk", session.as_of);
     run.note(format!("scored by {}", weights.scored_by));
+    if !plan.note.is_empty() {
+        run.note(plan.note.clone());
+    }
+    for (i, g) in &groups {
+        if *i != plan.current {
+            let p = &plan.playbooks[*i];
+            run.note(format!(
+                "{} deals scored with playbook {} {} (holdout or outside the rollout's scope)",
+                g.len(),
+                p.version,
+                p.content_hash
+            ));
+        }
+    }
     run.record_inputs(session);
-    run.set_playbook_version(format!("playbook {}", pb.version));
+    run.set_playbook_version(format!("playbook {} {}", pb.version, pb.content_hash));
     run.timing("compute", started.elapsed().as_millis() as u64);
     let blind = uninstrumented(session, pb);
     for (id, missing) in &blind {
@@ -775,7 +870,10 @@ pub async fn run(
     run.write_artifact("deal_risk_reps.md", reps.into_bytes()).await?;
     run.write_artifact("deal_risk_board.md", board.into_bytes()).await?;
     let manifest = run.commit().await?;
-    let mut records = records(&rows, pb, as_of, &manifest.committed_at);
+    let mut records = Vec::new();
+    for (i, g) in &groups {
+        records.extend(self::records(g, &plan.playbooks[*i], as_of, &manifest.committed_at));
+    }
     records.extend(outcomes(session, pb, as_of, &manifest.committed_at).await?);
     let logged = crate::outputs::decision_log::append(session, records).await?;
     let scored = rows.iter().filter(|r| r.score.is_some()).count();
@@ -801,6 +899,9 @@ pub async fn run(
     }
     for (id, missing) in &blind {
         text.push_str(&format!("  flag {id} not instrumented: needs {}\n", missing.join("; ")));
+    }
+    if !plan.note.is_empty() {
+        text.push_str(&format!("  {}\n", plan.note));
     }
     text.push_str(&format!("{logged} new records in log/decision_trace\n"));
     Ok((rows, text, manifest, logged))
