@@ -276,13 +276,32 @@ fn every_readme_command_runs_and_prints_figures_that_check_out() {
                     assert!(r.stdout.contains("same counts"), "{}", r.stdout);
                 }
             }
+            ("proposals", _) if argv[1] == "run" => {
+                // "1 proposals, 0 readouts (0 new log records)": the rows published for the date.
+                let line = r.stdout.lines().find(|l| l.contains(" proposals, ")).expect("summary line");
+                let n: i64 = line.split_whitespace().next().unwrap().parse().unwrap();
+                let on = format!("WHERE as_of_date = '{}'", as_of.unwrap());
+                assert_eq!(n, count(&lake, &format!("SELECT * FROM output.proposals {on}"), None), "{line}");
+                assert!(r.stdout.contains("reweight"), "says what became of the reweight: {}", r.stdout);
+            }
+            ("proposals", _) => {
+                let listed = r.stdout.lines().filter(|l| l.contains("  reweight ") || l.contains("  rollback ")).count() as i64;
+                let all = "SELECT DISTINCT proposal_id FROM output.proposals";
+                let published = if listed == 0 { 0 } else { count(&lake, all, None) };
+                assert_eq!(listed, published, "{}", r.stdout);
+                assert!(listed > 0 || r.stdout.contains("no proposals yet"), "{}", r.stdout);
+            }
+            ("playbook", _) => {
+                let seed = gtm_loop::learn::playbooks::hash(gtm_loop::jobs::risk::builtin_text());
+                assert!(r.stdout.starts_with(&format!("v1 {seed}")), "{}", r.stdout);
+            }
             (other, _) => panic!("the README's {other} command has no check here: add one"),
         }
         checked.push(argv[0].to_string());
     }
     for cmd in [
         "generate", "validate", "tables", "describe", "query", "import", "funnel", "kpis", "risk", "action",
-        "backtest", "patterns", "models", "contract", "bench",
+        "backtest", "patterns", "models", "contract", "bench", "proposals", "playbook",
     ] {
         assert!(checked.iter().any(|c| c == cmd), "{cmd} not in the README's commands");
     }
