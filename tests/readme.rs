@@ -285,7 +285,8 @@ fn every_readme_command_runs_and_prints_figures_that_check_out() {
                 assert!(r.stdout.contains("reweight"), "says what became of the reweight: {}", r.stdout);
             }
             ("proposals", _) => {
-                let listed = r.stdout.lines().filter(|l| l.contains("  reweight ") || l.contains("  rollback ")).count() as i64;
+                let listed =
+                    r.stdout.lines().filter(|l| l.contains("  reweight ") || l.contains("  rollback ")).count() as i64;
                 let all = "SELECT DISTINCT proposal_id FROM output.proposals";
                 let published = if listed == 0 { 0 } else { count(&lake, all, None) };
                 assert_eq!(listed, published, "{}", r.stdout);
@@ -300,8 +301,23 @@ fn every_readme_command_runs_and_prints_figures_that_check_out() {
         checked.push(argv[0].to_string());
     }
     for cmd in [
-        "generate", "validate", "tables", "describe", "query", "import", "funnel", "kpis", "risk", "action",
-        "backtest", "patterns", "models", "contract", "bench", "proposals", "playbook",
+        "generate",
+        "validate",
+        "tables",
+        "describe",
+        "query",
+        "import",
+        "funnel",
+        "kpis",
+        "risk",
+        "action",
+        "backtest",
+        "patterns",
+        "models",
+        "contract",
+        "bench",
+        "proposals",
+        "playbook",
     ] {
         assert!(checked.iter().any(|c| c == cmd), "{cmd} not in the README's commands");
     }

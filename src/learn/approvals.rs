@@ -306,8 +306,7 @@ pub async fn current_version(lake: &Lake) -> Result<String> {
     Ok(decisions(lake)
         .await?
         .into_iter()
-        .filter(|d| d.decision == "approved")
-        .next_back()
+        .rfind(|d| d.decision == "approved")
         .and_then(|d| d.new_playbook)
         .unwrap_or_else(|| playbooks::hash(crate::jobs::risk::builtin_text())))
 }

@@ -3,7 +3,7 @@
 
 use crate::error::Result;
 use crate::layers::LakeSession;
-use crate::layers::columns::{floats, strings};
+use crate::layers::columns::{floats, string_rows, strings};
 use crate::outputs::Manifest;
 use crate::outputs::registry::{latest_run, latest_table_file};
 
@@ -124,9 +124,8 @@ pub async fn learning_lines(session: &LakeSession) -> Result<Vec<String>> {
             newest("proposals")
         );
         for b in session.ctx.sql(&sql).await?.collect().await? {
-            let c: Vec<Vec<Option<String>>> = (0..6).map(|i| strings(b.column(i))).collect::<Result<_>>()?;
-            for r in 0..b.num_rows() {
-                let g = |i: usize| c[i][r].clone().unwrap_or_default();
+            for row in string_rows(&b, 6)? {
+                let g = |i: usize| row[i].clone().unwrap_or_default();
                 out.push(format!("Proposal {} ({}, {}, confidence {}): {}. {}", g(0), g(1), g(3), g(4), g(2), g(5)));
             }
         }
