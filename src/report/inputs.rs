@@ -108,19 +108,24 @@ pub async fn learning_lines(session: &LakeSession) -> Result<Vec<String>> {
     let newest = |t: &str| format!("as_of_date = (SELECT MAX(as_of_date) FROM output.{t} WHERE as_of_date <= '{d}')");
     if session.ctx.table_exist("output.readouts").unwrap_or(false) {
         let sql = format!(
-            "SELECT proposal_id, sentence FROM output.readouts WHERE {} ORDER BY proposal_id",
+            "SELECT proposal_id, sentence, warnings FROM output.readouts WHERE {} ORDER BY proposal_id",
             newest("readouts")
         );
         for b in session.ctx.sql(&sql).await?.collect().await? {
-            let (id, s) = (strings(b.column(0))?, strings(b.column(1))?);
-            for (id, s) in id.into_iter().zip(s) {
-                out.push(format!("Readout of proposal {}: {}", id.unwrap_or_default(), s.unwrap_or_default()));
+            for row in string_rows(&b, 3)? {
+                let g = |i: usize| row[i].clone().unwrap_or_default();
+                // Sample-ratio and pre-period imbalance warnings travel with the readout.
+                let warn = if g(2).is_empty() { String::new() } else { format!(" Warning: {}", g(2)) };
+                out.push(format!("Readout of proposal {}: {}.{warn}", g(0), g(1)));
             }
         }
     }
     if session.ctx.table_exist("output.proposals").unwrap_or(false) {
         let sql = format!(
-            "SELECT proposal_id, kind, title, status, confidence, explanation FROM output.proposals WHERE {} ORDER BY proposal_id",
+            // The status now (a later decision in log.audit), not the one at publication.
+            "SELECT p.proposal_id, p.kind, p.title, COALESCE(a.decision || ' by ' || a.by_name, p.status), p.confidence, \
+             p.explanation FROM output.proposals AS p LEFT JOIN log.audit AS a ON a.proposal_id = p.proposal_id \
+             WHERE p.{} ORDER BY p.proposal_id",
             newest("proposals")
         );
         for b in session.ctx.sql(&sql).await?.collect().await? {
