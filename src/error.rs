@@ -17,6 +17,24 @@ pub enum Error {
     #[error("refused: {0}")]
     Refused(String),
 
+    #[error(
+        "no lake at {location}: the folder does not exist. Check the path (--lake or GTM_LOOP_LAKE); \
+         a new lake is made only by `gtm-loop generate` or `gtm-loop import`, and the demo only at the default path"
+    )]
+    NoLake { location: String },
+
+    /// The object store could not be reached or refused an operation (exit code 5).
+    #[error("storage failure on {path}: {source}. Nothing of this run was published; check the store (network, credentials, free space) and run again")]
+    Storage { path: String, source: object_store::Error },
+
+    /// Another run holds the lake's lock, or a dead run left it (exit code 6).
+    #[error("{0}")]
+    Locked(String),
+
+    /// Data quality below the threshold a cadence declares (exit code 4).
+    #[error("{0}")]
+    QualityThreshold(String),
+
     #[error(transparent)]
     DataFusion(#[from] datafusion::error::DataFusionError),
 
@@ -54,6 +72,34 @@ impl Error {
             Error::Context { source, .. } => source.root(),
             e => e,
         }
+    }
+
+    /// The process exit code for this error (documented in the README's reliability section):
+    /// 2 bad configuration or a refused command, 3 the lake breaks its contract, 4 data quality
+    /// below a declared threshold, 5 storage failure, 6 the lake is locked, 1 anything else.
+    pub fn exit_code(&self) -> u8 {
+        match self.root() {
+            Error::Config { .. } | Error::Refused(_) | Error::NoLake { .. } => 2,
+            Error::Contract { .. } => 3,
+            Error::QualityThreshold(_) => 4,
+            Error::Storage { .. } | Error::ObjectStore(_) | Error::Io(_) => 5,
+            Error::DataFusion(e) if is_storage(e) => 5,
+            Error::Locked(_) => 6,
+            _ => 1,
+        }
+    }
+}
+
+/// A DataFusion error that came from the object store or the file system under it.
+fn is_storage(e: &datafusion::error::DataFusionError) -> bool {
+    use datafusion::error::DataFusionError as D;
+    match e {
+        D::ObjectStore(_) | D::IoError(_) => true,
+        D::Context(_, inner) => is_storage(inner),
+        D::Shared(inner) => is_storage(inner),
+        D::External(inner) => inner.downcast_ref::<object_store::Error>().is_some(),
+        D::ParquetError(p) => matches!(**p, datafusion::parquet::errors::ParquetError::External(_)),
+        _ => false,
     }
 }
 

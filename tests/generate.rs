@@ -41,12 +41,18 @@ fn same_seed_same_bytes_other_seed_other_lake() {
 
 #[test]
 fn the_main_command_generates_validates_runs_risk_funnels_and_kpis_once() {
-    let dir = tempdir();
-    let first = run(dir.path(), &["run", "--opportunities", "300"]);
+    let cwd = tempdir();
+    // The demo is generated only at the default path, never into a lake folder given by hand.
+    let elsewhere = run(&cwd.path().join("mistyped"), &["run", "--opportunities", "300"]);
+    assert_eq!(elsewhere.code, 2, "{}", elsewhere.stderr);
+    assert!(elsewhere.stderr.contains("no lake at") && elsewhere.stderr.contains("does not exist"), "{}", elsewhere.stderr);
+    assert!(!cwd.path().join("mistyped").exists(), "a mistyped lake path is not created");
+    let first = run_in(cwd.path(), &["run", "--opportunities", "300"]);
     assert_eq!(first.code, 0, "{}", first.stderr);
     assert!(first.stderr.contains("generating the demo lake"), "{}", first.stderr);
     assert!(first.stdout.contains("data quality:") && first.stdout.contains("published run"), "{}", first.stdout);
-    let second = run(dir.path(), &["run"]);
+    let lake = cwd.path().join("lakes/demo");
+    let second = run(&lake, &["run"]);
     assert_eq!(second.code, 0);
     assert!(!second.stderr.contains("generating"), "an existing lake is not regenerated");
     assert!(
@@ -54,7 +60,7 @@ fn the_main_command_generates_validates_runs_risk_funnels_and_kpis_once() {
         "{}",
         first.stdout
     );
-    let runs = query(dir.path(), "SELECT job, COUNT(*) AS n FROM output.runs GROUP BY 1 ORDER BY 1", None);
+    let runs = query(&lake, "SELECT job, COUNT(*) AS n FROM output.runs GROUP BY 1 ORDER BY 1", None);
     let runs: Vec<(&str, f64)> = runs.iter().map(|r| (s(r, "job"), f(r, "n"))).collect();
     // The weekly risk run publishes momentum beside it.
     assert_eq!(runs, [("deal_risk", 2.0), ("funnel", 2.0), ("kpis", 2.0), ("momentum", 2.0), ("validate", 2.0)]);
@@ -146,3 +152,4 @@ fn truth_file_matches_the_lake_and_the_planted_slip_effect_is_found_by_sql() {
     let realised = truth["effects"]["single_threaded_slip_after_demo"]["realised"]["ratio"].as_f64().unwrap();
     assert!((ratio - realised).abs() < 0.35, "SQL {ratio:.2} vs generator {realised:.2}");
 }
+

@@ -88,10 +88,12 @@ fn every_readme_command_runs_and_prints_figures_that_check_out() {
     let commands = readme_commands();
     assert!(commands.len() >= 18, "{commands:?}");
     let root = tempdir();
-    let lakes: BTreeMap<&str, PathBuf> =
-        ["demo", "big", "sf", "null", "maven", "bench"].iter().map(|n| (*n, root.path().join(n))).collect();
-    // The set-up command makes the demo lake the commands without --lake read.
-    let setup = run(&lakes["demo"], &["run", "--opportunities", "1500"]);
+    let mut lakes: BTreeMap<&str, PathBuf> =
+        ["big", "sf", "null", "maven", "bench"].iter().map(|n| (*n, root.path().join(n))).collect();
+    // The set-up command makes the demo lake, at the default path, that the commands without
+    // --lake read.
+    lakes.insert("demo", root.path().join("lakes/demo"));
+    let setup = run_in(root.path(), &["run", "--opportunities", "1500"]);
     assert_eq!(setup.code, 0, "{}", setup.stderr);
     let mut checked = Vec::new();
     for words in commands {

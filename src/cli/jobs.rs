@@ -23,6 +23,7 @@ pub async fn funnel(
     out: &mut dyn Write,
 ) -> Result<()> {
     let session = crate::outputs::open_session(lake, AsOf(as_of)).await?;
+    refuse_broken(&session, lake)?;
     let declared = crate::jobs::funnel::load_for(&session, journeys)?;
     funnel_in(&session, &declared, journey, by, cal, out).await
 }
@@ -160,6 +161,16 @@ pub async fn models(
     Ok(())
 }
 
+/// The weekly win probability per open deal (the model is refitted on the deals closed by then).
+pub async fn win_probability(lake: &Lake, as_of: NaiveDate, out: &mut dyn Write) -> Result<()> {
+    let session = crate::outputs::open_session(lake, AsOf(Some(as_of))).await?;
+    refuse_broken(&session, lake)?;
+    let run = crate::learn::models::run_win_model(&session).await?;
+    write!(out, "{}", run.text)?;
+    writeln!(out, "published run {} (output.win_probability, output.model_metrics)", run.manifest.run_id)?;
+    Ok(())
+}
+
 /// What a rep did on a deal, typed by hand (`action --deal --did`).
 pub struct ActionByHand {
     pub deal: Option<String>,
@@ -177,6 +188,7 @@ pub async fn action(
     out: &mut dyn Write,
 ) -> Result<()> {
     let session = crate::outputs::open_session(lake, AsOf(Some(as_of))).await?;
+    refuse_broken(&session, lake)?;
     let n = if from_tasks {
         crate::jobs::risk::action::import_tasks(&session, as_of).await?
     } else {
@@ -198,6 +210,7 @@ pub async fn backtest(
     out: &mut dyn Write,
 ) -> Result<()> {
     let playbook = crate::jobs::risk::load(playbook)?;
+    refuse_broken(&crate::outputs::open_session(lake, AsOf(Some(to))).await?, lake)?;
     let report = crate::jobs::risk::backtest::run(lake, &playbook, from, to, every_days, horizon_days).await?;
     write!(out, "{}", report.text)?;
     Ok(())

@@ -35,22 +35,75 @@ pub struct Cli {
     /// names); default: lake.toml in the lake root, else data/profiles/default.toml.
     #[arg(long, global = true, env = "GTM_LOOP_PROFILE")]
     pub profile: Option<PathBuf>,
+    /// Logs for schedulers: cadence runs print one JSON event per line on stdout (START,
+    /// STEP_COMPLETE, STEP_FAIL, COMPLETE, FAIL, SKIP) instead of the jobs' text; `runs` prints JSON.
+    #[arg(long, global = true)]
+    pub json: bool,
     #[command(subcommand)]
     pub command: Command,
 }
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// The scheduled cadence: generate the demo lake if absent, validate it, run the journey
-    /// funnels and the KPI job, and write the leadership report.
+    /// A cadence run. `run weekly|monthly|quarterly --as-of DATE` runs that loop (jobs/<cadence>.toml)
+    /// for the period containing DATE and publishes it whole or not at all; `run due` (for a daily
+    /// cron line) runs every ended period not yet done, oldest first. Plain `run` is the demo:
+    /// generate the demo lake if absent, validate it, funnels, deal risk, KPIs and the report.
     Run {
-        /// See the lake as it stood at the end of this day (YYYY-MM-DD). Default: the day of the
-        /// lake's latest recorded deal change (said on the first line), never the wall clock.
+        /// weekly, monthly, quarterly or due; none for the demo run.
+        #[arg(value_enum)]
+        cadence: Option<RunWhat>,
+        /// See the lake as it stood at the end of this day (YYYY-MM-DD). Default for the demo run:
+        /// the day of the lake's latest recorded deal change (said on the first line), never the
+        /// wall clock. Required for weekly, monthly and quarterly.
         #[arg(long)]
         as_of: Option<NaiveDate>,
-        /// Opportunities to generate when the lake is empty.
+        /// For `run due`: the day it is (default: today's date, UTC). Periods that ended before it
+        /// are due.
+        #[arg(long)]
+        today: Option<NaiveDate>,
+        /// Run a period again even though it has a committed run.
+        #[arg(long)]
+        rerun: bool,
+        /// A cadence declaration instead of the built-in jobs/<cadence>.toml.
+        #[arg(long)]
+        spec: Option<PathBuf>,
+        /// Opportunities to generate when the demo lake is empty.
         #[arg(long, default_value_t = 2_000)]
         opportunities: u64,
+    },
+    /// Run past periods, oldest first: every period of the cadences whose last day is between
+    /// --from and --to (done ones are skipped unless --rerun).
+    Backfill {
+        #[arg(long)]
+        from: NaiveDate,
+        #[arg(long)]
+        to: NaiveDate,
+        /// Only these cadences (repeatable; default all three).
+        #[arg(long = "cadence", value_enum)]
+        cadences: Vec<cadence::spec::Cadence>,
+        #[arg(long)]
+        rerun: bool,
+    },
+    /// Cadence runs recorded in the lake: list, show ID (a unique prefix).
+    Runs {
+        #[command(subcommand)]
+        command: RunsCommand,
+    },
+    /// Remove the lake's lock left by a run that died (refused while its holder is alive).
+    Unlock {
+        /// Remove it even if this machine cannot tell whether the holder (on another host) is alive.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Delete what runs that never committed left behind (never committed outputs or the logs).
+    Gc {
+        /// Keep unreferenced files younger than this, unless a dead run wrote them.
+        #[arg(long, default_value_t = 3600)]
+        min_age_secs: u64,
+        /// Only list what would be deleted.
+        #[arg(long)]
+        dry_run: bool,
     },
     /// The KPI hierarchy (data/kpi_catalog.toml) at company, region, manager and seller level,
     /// its severity, interventions and the leadership report (HTML and Markdown).
@@ -269,6 +322,22 @@ pub enum Command {
     Contract,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RunWhat {
+    Weekly,
+    Monthly,
+    Quarterly,
+    Due,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum RunsCommand {
+    /// Every cadence run, oldest first, with its status.
+    List,
+    /// One run's manifest: steps, timings, outputs with row counts, inputs, code and playbook.
+    Show { id: String },
+}
+
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
@@ -281,21 +350,55 @@ pub fn main() -> ExitCode {
             {
                 eprintln!("hint: GTM_LOOP_MEMORY_LIMIT caps queries at {} MiB; raise or unset it", limit >> 20);
             }
-            match e.root() {
-                Error::Contract { .. } | Error::Refused(_) | Error::Config { .. } => ExitCode::from(2),
-                _ => ExitCode::FAILURE,
-            }
+            ExitCode::from(e.exit_code())
         }
     }
 }
 
 pub async fn run(cli: Cli) -> Result<()> {
-    let mut lake = Lake::open(&cli.lake)?;
+    // Only the commands that make a lake create its folder; `run` makes one only at the default
+    // demo path, so a mistyped --lake is an error, not a fresh demo lake.
+    let creates = match &cli.command {
+        Command::Generate { .. } | Command::Import { .. } => true,
+        Command::Run { cadence: None, .. } => cli.lake == DEFAULT_LAKE,
+        _ => false,
+    };
+    let mut lake = if creates { Lake::create(&cli.lake)? } else { Lake::open(&cli.lake)? };
     lake.profile_file = cli.profile.clone();
     let mut stdout = std::io::stdout().lock();
     let out: &mut dyn Write = &mut stdout;
     match cli.command {
-        Command::Run { as_of, opportunities } => cadence::run(&lake, as_of, opportunities, out).await,
+        Command::Run { cadence: what, as_of, today, rerun, spec, opportunities } => {
+            use cadence::spec::Cadence;
+            let opts = cadence::runner::Options { rerun, json: cli.json, spec_file: spec };
+            let need_as_of = || {
+                as_of.ok_or_else(|| Error::Refused("give --as-of YYYY-MM-DD: the day the run reads the lake as of".into()))
+            };
+            match what {
+                None => cadence::run(&lake, as_of, opportunities, out).await,
+                Some(RunWhat::Due) => {
+                    if opts.spec_file.is_some() {
+                        return Err(Error::Refused("run due uses the built-in jobs/*.toml; --spec is for one cadence".into()));
+                    }
+                    let today = today.unwrap_or_else(|| chrono::Utc::now().date_naive());
+                    cadence::runner::due(&lake, today, &opts, out).await
+                }
+                Some(RunWhat::Weekly) => cadence::runner::run_one(&lake, Cadence::Weekly, need_as_of()?, &opts, out).await,
+                Some(RunWhat::Monthly) => cadence::runner::run_one(&lake, Cadence::Monthly, need_as_of()?, &opts, out).await,
+                Some(RunWhat::Quarterly) => {
+                    cadence::runner::run_one(&lake, Cadence::Quarterly, need_as_of()?, &opts, out).await
+                }
+            }
+        }
+        Command::Backfill { from, to, cadences, rerun } => {
+            let opts = cadence::runner::Options { rerun, json: cli.json, spec_file: None };
+            let cadences = if cadences.is_empty() { cadence::spec::Cadence::ALL.to_vec() } else { cadences };
+            cadence::runner::backfill(&lake, from, to, &cadences, &opts, out).await
+        }
+        Command::Runs { command: RunsCommand::List } => cadence::runs::list(&lake, cli.json, out).await,
+        Command::Runs { command: RunsCommand::Show { id } } => cadence::runs::show(&lake, &id, cli.json, out).await,
+        Command::Unlock { force } => Ok(write!(out, "{}", crate::outputs::cadence::unlock(&lake, force).await?)?),
+        Command::Gc { min_age_secs, dry_run } => cadence::runs::gc(&lake, min_age_secs, dry_run, out).await,
         Command::Kpis { as_of, catalog, job, fiscal_year_start, week_starts_sunday } => {
             jobs::kpis(&lake, as_of, catalog.as_deref(), job.as_deref(), fiscal_year_start, week_starts_sunday, out)
                 .await

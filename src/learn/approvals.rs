@@ -23,13 +23,7 @@ use crate::stats::experiment::is_treated;
 
 pub use crate::outputs::audit_log::{DIR, Decision, decisions};
 
-/// A test hook: `GTM_LOOP_KILL_AT=<point>` aborts the process there, as a kill would.
-fn kill_point(point: &str) {
-    if std::env::var("GTM_LOOP_KILL_AT").is_ok_and(|p| p == point) {
-        eprintln!("GTM_LOOP_KILL_AT={point}: aborting");
-        std::process::abort();
-    }
-}
+use crate::outputs::cadence::kill_point;
 
 async fn append(lake: &Lake, d: &Decision) -> Result<String> {
     let stamp: String = d.decided_at.chars().filter(|c| c.is_ascii_alphanumeric()).collect();

@@ -2,6 +2,7 @@
 //! published tables (`output.*`), and the append-only decision-trace log (`log.*`).
 
 pub mod audit_log;
+pub mod cadence;
 pub mod decision_log;
 pub mod markup;
 pub mod registry;

@@ -17,7 +17,19 @@ use crate::outputs::run_writer::{FileEntry, Manifest, RUNS_DIR, TableEntry};
 
 /// Every committed run, oldest first. A manifest that does not parse is skipped with a warning:
 /// it cannot be a complete commit (puts are atomic), so it is somebody else's file.
+/// A run made inside a cadence run counts only once that cadence run has committed (or, for the
+/// cadence run's own later steps, while it is the one in progress in this process).
 pub async fn committed_runs(lake: &Lake) -> Result<Vec<Manifest>> {
+    let batches = crate::outputs::cadence::committed(lake).await?;
+    Ok(all_runs(lake)
+        .await?
+        .into_iter()
+        .filter(|m| m.batch.as_ref().is_none_or(|b| batches.contains(b) || lake.batch.as_ref() == Some(b)))
+        .collect())
+}
+
+/// Every job manifest in the lake, committed cadence or not (for `gc` and `runs`).
+pub async fn all_runs(lake: &Lake) -> Result<Vec<Manifest>> {
     let mut runs = Vec::new();
     for item in lake.list(&format!("{RUNS_DIR}/")).await? {
         let rel = lake.relative(&item.location);

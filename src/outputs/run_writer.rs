@@ -66,6 +66,10 @@ pub struct Manifest {
     /// Files for reports (charts, summaries), written beside the tables.
     #[serde(default)]
     pub artifacts: Vec<FileEntry>,
+    /// The cadence run this job ran in: its tables are visible only once that run has committed
+    /// (`output/_cadence/<batch>.json` with status committed). None for a job run on its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch: Option<String>,
 }
 
 /// Collects a run's tables; nothing is visible until `commit`.
@@ -203,6 +207,7 @@ impl RunWriter {
             timings_ms: std::mem::take(&mut self.timings_ms),
             notes: std::mem::take(&mut self.notes),
             artifacts: std::mem::take(&mut self.artifacts),
+            batch: self.lake.batch.clone(),
         };
         let json = serde_json::to_vec_pretty(&manifest).map_err(|e| Error::Other(e.to_string()))?;
         self.lake.put(&format!("{RUNS_DIR}/{}.json", manifest.run_id), json).await?;

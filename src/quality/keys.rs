@@ -35,6 +35,27 @@ pub async fn duplicate_key(cx: &TableCheck<'_>, out: &mut Vec<Finding>) -> Resul
     Ok(())
 }
 
+/// Rows whose key is NULL in a column of it: they cannot be told apart, joined or de-duplicated,
+/// and every job that reads the table by key loses them. Read from every landed row.
+pub async fn null_key(cx: &TableCheck<'_>, out: &mut Vec<Finding>) -> Result<()> {
+    let (table, landed) = (cx.table, cx.landed);
+    let cols: Vec<String> = table.key.iter().filter_map(|k| landed.field(k).map(|f| quote(f.name()))).collect();
+    if cols.is_empty() {
+        return Ok(());
+    }
+    let pred = cols.iter().map(|c| format!("{c} IS NULL")).collect::<Vec<_>>().join(" OR ");
+    let n = rows(cx.session, &format!("SELECT COUNT(*) FROM raw.{} WHERE {pred}", quote(&table.name))).await?;
+    let n: i64 = n.first().and_then(|r| r[0].parse().ok()).unwrap_or(0);
+    if n > 0 {
+        out.push(Finding {
+            detail: format!("{n} rows have no {}: they cannot be told apart or joined, and are left out", table.key.join(", ")),
+            fix: format!("fill {} at the source (the connector's primary key must never be empty)", table.key.join(", ")),
+            ..cx.finding(Some(&table.key.join(",")), "null_key", Severity::Error, n, cx.total.max(n))
+        });
+    }
+    Ok(())
+}
+
 /// Rows whose reference column points at a parent row that is not known as of the run date.
 pub async fn orphan_reference(cx: &TableCheck<'_>, col: &Column, out: &mut Vec<Finding>) -> Result<()> {
     let Some(reference) = &col.references else { return Ok(()) };

@@ -20,7 +20,7 @@ use datafusion::arrow::array::{ArrayRef, Float64Array, Int64Array, RecordBatch, 
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 
 use crate::error::{Error, Result};
-use crate::lake::contract::{Contract, Table, quote};
+use crate::lake::contract::{ColumnType, Contract, Table, quote};
 use crate::lake::inspect::Landed;
 use crate::layers::LakeSession;
 use crate::outputs::{Manifest, RunWriter};
@@ -177,7 +177,17 @@ pub async fn check_all(session: &LakeSession) -> Result<Vec<Finding>> {
             continue;
         }
         out.extend(landing::ignored_files(table, landed));
-        let known = cache_known(session, table).await?;
+        let known = match cache_known(session, table).await {
+            Ok(k) => k,
+            Err(e) => {
+                // Name the file: a table that will not read is a contract problem of one of its files.
+                let problems = landing::unreadable_files(session, landed).await?;
+                if problems.is_empty() {
+                    return Err(e);
+                }
+                return Err(Error::Contract { lake: session.lake.url.to_string(), problems });
+            }
+        };
         let cx = TableCheck {
             session,
             table,
@@ -191,6 +201,7 @@ pub async fn check_all(session: &LakeSession) -> Result<Vec<Finding>> {
         };
         out.extend(landing::missing_optional(&cx));
         keys::duplicate_key(&cx, &mut out).await?;
+        keys::null_key(&cx, &mut out).await?;
         for col in &table.columns {
             values::unparseable(&cx, col, &mut out).await?;
             if landed.field(&col.name).is_none() || cx.total == 0 {
@@ -202,6 +213,8 @@ pub async fn check_all(session: &LakeSession) -> Result<Vec<Finding>> {
             values::inconsistent_spelling(&cx, col, &mut out).await?;
             keys::duplicate_entity(&cx, col, &mut out).await?;
             values::negative(&cx, col, &mut out).await?;
+            values::huge_value(&cx, col, &mut out).await?;
+            values::implausible_date(&cx, col, &mut out).await?;
             values::future_date(&cx, col, &mut out).await?;
             values::mixed_currency(&cx, col, &mut out).await?;
         }
@@ -236,6 +249,7 @@ async fn cache_known(session: &LakeSession, table: &Table) -> Result<String> {
                 || c.identifies
                 || c.non_negative
                 || c.currency
+                || matches!(c.ty, ColumnType::Date | ColumnType::Timestamp)
         })
         .map(|c| quote(&c.name))
         .chain(concepts::rule_columns(session, &table.name).iter().map(|c| quote(c)))

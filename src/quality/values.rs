@@ -159,6 +159,56 @@ pub async fn negative(cx: &TableCheck<'_>, col: &Column, out: &mut Vec<Finding>)
     Ok(())
 }
 
+/// Dates no go-to-market record carries: before 1980 or after 2100 (a typo, a 0001-01-01 default,
+/// an epoch-zero from a broken export). Dates merely in the future are `future_date`'s concern.
+pub async fn implausible_date(cx: &TableCheck<'_>, col: &Column, out: &mut Vec<Finding>) -> Result<()> {
+    if !matches!(col.ty, ColumnType::Date | ColumnType::Timestamp) {
+        return Ok(());
+    }
+    let (c, known) = (quote(&col.name), &cx.known);
+    let pred = format!("(CAST({c} AS DATE) < DATE '1980-01-01' OR CAST({c} AS DATE) > DATE '2100-01-01')");
+    let n = scalar(cx.session, &format!("SELECT COUNT(*) FROM {known} WHERE {pred}")).await?;
+    if n > 0 {
+        let ex = first_col(
+            cx.session,
+            &format!("SELECT {} || ': ' || CAST({c} AS VARCHAR) FROM {known} WHERE {pred} ORDER BY 1 LIMIT 5", cx.key_expr),
+        )
+        .await?;
+        out.push(Finding {
+            examples: ex,
+            detail: format!("{n} dates before 1980 or after 2100: no real record has them"),
+            fix: format!("correct {} at the source (a default or placeholder date was exported)", col.name),
+            ..cx.finding(Some(&col.name), "implausible_date", Severity::Warning, n, cx.total)
+        });
+    }
+    Ok(())
+}
+
+/// Amounts over a thousand times the column's median positive value: a misplaced decimal point, a
+/// value in cents, or a test record, any of which dominates every sum it enters.
+pub async fn huge_value(cx: &TableCheck<'_>, col: &Column, out: &mut Vec<Finding>) -> Result<()> {
+    if !(col.non_negative && col.ty == ColumnType::Float) {
+        return Ok(());
+    }
+    let (c, known) = (quote(&col.name), &cx.known);
+    let pred = format!("{c} > 1000 * (SELECT median({c}) FROM {known} WHERE {c} > 0)");
+    let n = scalar(cx.session, &format!("SELECT COUNT(*) FROM {known} WHERE {pred}")).await?;
+    if n > 0 {
+        let ex = first_col(
+            cx.session,
+            &format!("SELECT {} || ': ' || CAST({c} AS VARCHAR) FROM {known} WHERE {pred} ORDER BY 1 LIMIT 5", cx.key_expr),
+        )
+        .await?;
+        out.push(Finding {
+            examples: ex,
+            detail: format!("{n} values over 1000 times the median"),
+            fix: format!("check {} at the source (decimal point, unit, test records)", col.name),
+            ..cx.finding(Some(&col.name), "huge_value", Severity::Warning, n, cx.total)
+        });
+    }
+    Ok(())
+}
+
 /// Against the clock of this run (or the as-of date, if later): a recorded time in the future is
 /// a typo or a clock problem, whatever date the run looks at. Read from every landed row, since
 /// the as-of filter would hide exactly these.

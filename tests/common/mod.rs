@@ -32,6 +32,22 @@ pub fn run_env(lake: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
     }
 }
 
+/// Runs the binary in `cwd` without --lake: the lake is the default demo path under `cwd`.
+pub fn run_in(cwd: &Path, args: &[&str]) -> Run {
+    let Output { status, stdout, stderr } = Command::new(bin())
+        .current_dir(cwd)
+        .args(args)
+        .env_remove("GTM_LOOP_LAKE")
+        .env_remove("GTM_LOOP_FAIL_AFTER_WRITE")
+        .output()
+        .expect("run gtm-loop");
+    Run {
+        code: status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&stderr).into_owned(),
+    }
+}
+
 /// Runs a query and returns the rows as JSON objects (fails the test on error).
 pub fn query(lake: &Path, sql: &str, as_of: Option<&str>) -> Vec<serde_json::Map<String, serde_json::Value>> {
     let mut args = vec!["query", sql, "--format", "json"];

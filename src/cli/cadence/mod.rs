@@ -1,11 +1,17 @@
 //! `run`: the demo's one command and today's cadence in order: validate, the journey funnels,
 //! deal risk, then the KPI hierarchy with the leadership report, all as of one date.
+//! Below it, the scheduled cadences: their declarations and periods (`spec`), the runner that
+//! publishes a period whole or not at all (`runner`), and what runs left behind (`runs`).
+
+pub mod runner;
+pub mod runs;
+pub mod spec;
 
 use std::io::Write;
 
 use chrono::NaiveDate;
 
-use super::{jobs, lake_cmds};
+use crate::cli::{jobs, lake_cmds};
 use crate::demo::GenerateOptions;
 use crate::error::{Error, Result};
 use crate::jobs::calendar::Calendar;
@@ -16,6 +22,15 @@ use crate::layers::AsOf;
 /// the lake's latest recorded deal change).
 pub async fn run(lake: &Lake, as_of: Option<NaiveDate>, opportunities: u64, stdout: &mut dyn Write) -> Result<()> {
     if lake.list("raw/").await?.is_empty() {
+        if lake.location != crate::cli::DEFAULT_LAKE {
+            return Err(Error::Refused(format!(
+                "no raw data in {}: the demo lake is generated only at the default path {} (so a mistyped --lake \
+                 never becomes a demo). Check the path, or make a demo lake here with `gtm-loop generate --lake {}`",
+                lake.location,
+                crate::cli::DEFAULT_LAKE,
+                lake.location
+            )));
+        }
         eprintln!("no raw data in {}: generating the demo lake ({opportunities} opportunities)", lake.url);
         crate::demo::generate(lake, &GenerateOptions { opportunities, ..Default::default() }).await?;
     }
