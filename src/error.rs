@@ -24,7 +24,9 @@ pub enum Error {
     NoLake { location: String },
 
     /// The object store could not be reached or refused an operation (exit code 5).
-    #[error("storage failure on {path}: {source}. Nothing of this run was published; check the store (network, credentials, free space) and run again")]
+    #[error(
+        "storage failure on {path}: {source}. Nothing of this run was published; check the store (network, credentials, free space) and run again"
+    )]
     Storage { path: String, source: object_store::Error },
 
     /// Another run holds the lake's lock, or a dead run left it (exit code 6).

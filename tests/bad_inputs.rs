@@ -67,7 +67,12 @@ impl Case {
             .map(|s| self.lake.join("raw").join(s).join(table))
             .find(|p| p.is_dir())
             .unwrap_or_else(|| panic!("no raw folder for {table}"));
-        std::fs::read_dir(&dir).unwrap().flatten().map(|e| e.path()).find(|p| p.extension().is_some_and(|e| e == "parquet")).unwrap()
+        std::fs::read_dir(&dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| p.extension().is_some_and(|e| e == "parquet"))
+            .unwrap()
     }
 
     /// Rewrites a raw table through SQL over the base lake's raw layer (as Parquet).
@@ -88,7 +93,12 @@ impl Case {
         let r = run_env(&self.lake, args, env);
         assert_eq!(r.code, code, "{args:?}: exit code\n{}\n{}", r.stderr, r.stdout);
         for s in says {
-            assert!(r.stderr.contains(s) || r.stdout.contains(s), "{args:?}: expected {s:?} in\n{}\n{}", r.stderr, r.stdout);
+            assert!(
+                r.stderr.contains(s) || r.stdout.contains(s),
+                "{args:?}: expected {s:?} in\n{}\n{}",
+                r.stderr,
+                r.stdout
+            );
         }
         r
     }
@@ -256,7 +266,9 @@ fn bad_values_get_data_quality_rows() {
         // 15. Negative amounts.
         (
             "opportunity",
-            format!("SELECT * EXCLUDE (amount), CASE WHEN id IN {first_ids} THEN -amount ELSE amount END AS amount FROM raw.opportunity"),
+            format!(
+                "SELECT * EXCLUDE (amount), CASE WHEN id IN {first_ids} THEN -amount ELSE amount END AS amount FROM raw.opportunity"
+            ),
             "opportunity",
             "amount",
             "negative_value",
@@ -264,7 +276,9 @@ fn bad_values_get_data_quality_rows() {
         // 16. Huge amounts (cents exported as dollars, a test record).
         (
             "opportunity",
-            format!("SELECT * EXCLUDE (amount), CASE WHEN id IN {first_ids} THEN 1e13 ELSE amount END AS amount FROM raw.opportunity"),
+            format!(
+                "SELECT * EXCLUDE (amount), CASE WHEN id IN {first_ids} THEN 1e13 ELSE amount END AS amount FROM raw.opportunity"
+            ),
             "opportunity",
             "amount",
             "huge_value",
@@ -292,7 +306,9 @@ fn bad_values_get_data_quality_rows() {
         // 19. Nulls in a key.
         (
             "opportunity",
-            format!("SELECT * EXCLUDE (id), CASE WHEN id IN {first_ids} THEN NULL ELSE id END AS id FROM raw.opportunity"),
+            format!(
+                "SELECT * EXCLUDE (id), CASE WHEN id IN {first_ids} THEN NULL ELSE id END AS id FROM raw.opportunity"
+            ),
             "opportunity",
             "id",
             "null_key",
@@ -315,7 +331,15 @@ fn a_data_quality_threshold_stops_the_cadence_with_exit_4() {
         "opportunity",
         "SELECT * FROM raw.opportunity UNION ALL (SELECT * FROM raw.opportunity ORDER BY id LIMIT 50)",
     );
-    c.expect(&WEEK, 4, &["data quality below the threshold of step data_quality", "opportunity.id duplicate_key (50 of", "max_error_rate"]);
+    c.expect(
+        &WEEK,
+        4,
+        &[
+            "data quality below the threshold of step data_quality",
+            "opportunity.id duplicate_key (50 of",
+            "max_error_rate",
+        ],
+    );
     c.nothing_lost();
     let list = c.expect(&["runs", "list"], 0, &["failed at data_quality"]);
     assert!(!list.stdout.contains("2026-W30 ") || list.stdout.contains("failed"), "{}", list.stdout);
@@ -335,7 +359,11 @@ fn malformed_declarations_name_the_file() {
     c.expect(&["run", "weekly", "--as-of", AS_OF, "--spec", bad.to_str().unwrap()], 2, &["weekly2.toml", "forecast"]);
     // 23. A jobs file declaring another cadence.
     let bad = write(&root, "weekly3.toml", "cadence = \"monthly\"\n[[steps]]\nname = \"x\"\njob = \"funnels\"\n");
-    c.expect(&["run", "weekly", "--as-of", AS_OF, "--spec", bad.to_str().unwrap()], 2, &["declares cadence = \"monthly\""]);
+    c.expect(
+        &["run", "weekly", "--as-of", AS_OF, "--spec", bad.to_str().unwrap()],
+        2,
+        &["declares cadence = \"monthly\""],
+    );
     // 24. A malformed playbook.
     let bad = write(&root, "playbook.toml", "version = \"v9\"\n[flags.single_threaded\nmin_contacts = 2\n");
     c.expect(&["risk", "--as-of", AS_OF, "--playbook", bad.to_str().unwrap()], 2, &["playbook.toml"]);
@@ -354,7 +382,11 @@ fn malformed_declarations_name_the_file() {
 fn runs_that_cannot_go_ahead_say_why_and_publish_nothing() {
     let c = Case::new();
     // 27. An as-of date before any data.
-    c.expect(&["run", "weekly", "--as-of", "2019-01-06"], 2, &["is before any data in the lake", "first recorded deal change"]);
+    c.expect(
+        &["run", "weekly", "--as-of", "2019-01-06"],
+        2,
+        &["is before any data in the lake", "first recorded deal change"],
+    );
     c.nothing_lost();
     // 28. A lock held by a live process (this test's own pid stands in for a run in progress).
     let me = std::process::id();

@@ -114,7 +114,10 @@ fn run_due_does_each_period_once_and_a_backfill_leaves_nothing_due() {
     assert!(shown["code_version"].as_str().unwrap().starts_with("0.1.0"), "{shown}");
     assert!(shown["playbook_version"].as_str().unwrap().starts_with("playbook v1 "), "{shown}");
     let inputs = shown["inputs"].as_array().unwrap();
-    assert!(inputs.iter().any(|i| i["path"].as_str().unwrap().starts_with("raw/salesforce/opportunity/")), "{inputs:?}");
+    assert!(
+        inputs.iter().any(|i| i["path"].as_str().unwrap().starts_with("raw/salesforce/opportunity/")),
+        "{inputs:?}"
+    );
     assert!(inputs.iter().all(|i| i["bytes"].as_u64().unwrap() > 0 && !i["fingerprint"].as_str().unwrap().is_empty()));
     let steps: Vec<&str> = shown["steps"].as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap()).collect();
     assert_eq!(steps, ["data_quality", "deal_risk", "win_probability"]);
@@ -140,7 +143,8 @@ fn run_due_does_each_period_once_and_a_backfill_leaves_nothing_due() {
     // --json: one event per line for a scheduler.
     let r = run(&lake, &["--json", "run", "weekly", "--as-of", "2026-07-29"]);
     assert_eq!(r.code, 0, "{}", r.stderr);
-    let events: Vec<Value> = r.stdout.lines().map(|l| serde_json::from_str(l).expect("one JSON event per line")).collect();
+    let events: Vec<Value> =
+        r.stdout.lines().map(|l| serde_json::from_str(l).expect("one JSON event per line")).collect();
     let kinds: Vec<&str> = events.iter().map(|e| e["eventType"].as_str().unwrap()).collect();
     assert_eq!(kinds, ["START", "STEP_COMPLETE", "STEP_COMPLETE", "STEP_COMPLETE", "COMPLETE"]);
     // An ad-hoc mid-week run does not finish its week: run due still wants W31... which is done.
@@ -158,8 +162,12 @@ fn a_run_killed_anywhere_shows_nothing_of_itself_and_loses_no_record() {
 
     // Named points: after each step, before the commit, and inside a job between its data files
     // and its manifest.
-    let points =
-        ["cadence:after:data_quality", "cadence:after:deal_risk", "cadence:after:win_probability", "cadence:before_commit"];
+    let points = [
+        "cadence:after:data_quality",
+        "cadence:after:deal_risk",
+        "cadence:after:win_probability",
+        "cadence:before_commit",
+    ];
     let mut logs = log_files(&lake);
     for point in points {
         let r = run_env(&lake, &week, &[("GTM_LOOP_KILL_AT", point)]);

@@ -45,7 +45,11 @@ fn the_main_command_generates_validates_runs_risk_funnels_and_kpis_once() {
     // The demo is generated only at the default path, never into a lake folder given by hand.
     let elsewhere = run(&cwd.path().join("mistyped"), &["run", "--opportunities", "300"]);
     assert_eq!(elsewhere.code, 2, "{}", elsewhere.stderr);
-    assert!(elsewhere.stderr.contains("no lake at") && elsewhere.stderr.contains("does not exist"), "{}", elsewhere.stderr);
+    assert!(
+        elsewhere.stderr.contains("no lake at") && elsewhere.stderr.contains("does not exist"),
+        "{}",
+        elsewhere.stderr
+    );
     assert!(!cwd.path().join("mistyped").exists(), "a mistyped lake path is not created");
     let first = run_in(cwd.path(), &["run", "--opportunities", "300"]);
     assert_eq!(first.code, 0, "{}", first.stderr);
@@ -152,4 +156,3 @@ fn truth_file_matches_the_lake_and_the_planted_slip_effect_is_found_by_sql() {
     let realised = truth["effects"]["single_threaded_slip_after_demo"]["realised"]["ratio"].as_f64().unwrap();
     assert!((ratio - realised).abs() < 0.35, "SQL {ratio:.2} vs generator {realised:.2}");
 }
-

@@ -298,6 +298,27 @@ fn every_readme_command_runs_and_prints_figures_that_check_out() {
                 let seed = gtm_loop::learn::playbooks::hash(gtm_loop::jobs::risk::builtin_text());
                 assert!(r.stdout.starts_with(&format!("v1 {seed}")), "{}", r.stdout);
             }
+            ("run", Some("weekly")) => {
+                // "committed weekly run <id> (2026-W26, as of 2026-06-28): 3 steps in 4.2 s"
+                let line = r.stdout.lines().find(|l| l.starts_with("committed weekly run")).expect("commit line");
+                let id = line.split_whitespace().nth(3).unwrap();
+                let on = format!("WHERE as_of_date = '{}'", as_of.unwrap());
+                let staged = "SELECT * FROM staging.opportunity WHERE NOT COALESCE(is_closed, false)";
+                assert_eq!(
+                    count(&lake, &format!("SELECT * FROM output.deal_risk {on}"), None),
+                    count(&lake, staged, as_of)
+                );
+                let shown = run(&lake, &["--json", "runs", "show", id]);
+                let manifest: serde_json::Value = serde_json::from_str(&shown.stdout).expect("manifest json");
+                assert_eq!(manifest["status"], "committed", "{line}");
+            }
+            ("runs", _) => {
+                // One line per cadence run under the header, as many as the manifests say.
+                let json = run(&lake, &["--json", "runs", "list"]);
+                let n = json.stdout.lines().filter(|l| !l.trim().is_empty()).count();
+                let listed = r.stdout.lines().skip(1).take_while(|l| !l.trim().is_empty()).count();
+                assert!(n >= 1 && listed == n, "{}", r.stdout);
+            }
             (other, _) => panic!("the README's {other} command has no check here: add one"),
         }
         checked.push(argv[0].to_string());
@@ -320,6 +341,8 @@ fn every_readme_command_runs_and_prints_figures_that_check_out() {
         "bench",
         "proposals",
         "playbook",
+        "run",
+        "runs",
     ] {
         assert!(checked.iter().any(|c| c == cmd), "{cmd} not in the README's commands");
     }

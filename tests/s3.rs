@@ -17,7 +17,10 @@ const SECRET: &str = "s3cr3t-never-printed-7f3a";
 fn moto_python() -> Option<String> {
     let in_ci = std::env::var("CI").is_ok_and(|v| v == "true");
     if !cfg!(feature = "cloud") {
-        assert!(!in_ci, "CI=true but the tests were built without the `cloud` feature: run cargo test --features cloud");
+        assert!(
+            !in_ci,
+            "CI=true but the tests were built without the `cloud` feature: run cargo test --features cloud"
+        );
         eprintln!("SKIPPED: the S3 tests need `cargo test --features cloud`");
         return None;
     }
@@ -151,7 +154,10 @@ fn cadence_runs_on_s3_publish_whole_and_survive_the_server_dying_mid_run() {
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(5), "a storage failure exits with 5:\n{stderr}");
     assert!(stderr.contains("storage failure"), "{stderr}");
-    assert!(stderr.contains("nothing of this run is published") || stderr.contains("Nothing of this run was published"), "{stderr}");
+    assert!(
+        stderr.contains("nothing of this run is published") || stderr.contains("Nothing of this run was published"),
+        "{stderr}"
+    );
     assert!(!stderr.contains(SECRET), "a credential was printed");
 
     // Back up: the failed week is not visible, the last good outputs are.
@@ -164,7 +170,11 @@ fn cadence_runs_on_s3_publish_whole_and_survive_the_server_dying_mid_run() {
     // The next run takes over the dead run's lock (said on stderr) and succeeds.
     let again = gtm(lake, &["run", "weekly", "--as-of", "2026-07-26"], &env);
     assert_eq!(again.code, 0, "{}", again.stderr);
-    assert!(again.stderr.contains("taking over the lake's lock from a run that is no longer alive"), "{}", again.stderr);
+    assert!(
+        again.stderr.contains("taking over the lake's lock from a run that is no longer alive"),
+        "{}",
+        again.stderr
+    );
     let after = rows(lake, published, &env);
     assert_eq!(after.len(), 2, "{after:?}");
     assert_eq!(after[0], before[0], "the earlier week is unchanged");

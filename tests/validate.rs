@@ -37,7 +37,7 @@ fn a_missing_required_table_stops_with_its_name_and_the_fix() {
     write(dir.path(), "raw/salesforce/user/u.csv", USERS);
     write(dir.path(), "raw/salesforce/account/a.csv", "id,name,created_date\nA1,Acme,2024-01-01\n");
     let r = run(dir.path(), &["validate"]);
-    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert_eq!(r.code, 3, "{}", r.stderr);
     assert!(
         r.stderr.contains(
             "table opportunity: required table is missing (no .parquet or .csv files under raw/salesforce/opportunity/)"
@@ -61,7 +61,7 @@ fn a_missing_required_column_names_the_file_and_column() {
         "id,account_id,stage_name,close_date,created_date\nO1,A1,Prospecting,2024-05-01,2024-01-10\n",
     );
     let r = run(dir.path(), &["validate"]);
-    assert_eq!(r.code, 2);
+    assert_eq!(r.code, 3);
     assert!(
         r.stderr.contains("table opportunity, file raw/salesforce/opportunity/o.csv, column owner_id: required column is missing. Fix: add column owner_id (string)"),
         "{}",
@@ -89,7 +89,7 @@ fn a_wrong_parquet_type_and_a_truncated_file_are_named() {
     let bytes = std::fs::read(&opp).unwrap();
     std::fs::write(dir.path().join("raw/salesforce/opportunity/part-1.parquet"), &bytes[..bytes.len() / 2]).unwrap();
     let r = run(dir.path(), &["validate"]);
-    assert_eq!(r.code, 2);
+    assert_eq!(r.code, 3);
     assert!(
         r.stderr.contains("file raw/salesforce/opportunity/part-0.parquet, column amount: has Parquet type Utf8 but the contract says float"),
         "{}",

@@ -372,19 +372,27 @@ pub async fn run(cli: Cli) -> Result<()> {
             use cadence::spec::Cadence;
             let opts = cadence::runner::Options { rerun, json: cli.json, spec_file: spec };
             let need_as_of = || {
-                as_of.ok_or_else(|| Error::Refused("give --as-of YYYY-MM-DD: the day the run reads the lake as of".into()))
+                as_of.ok_or_else(|| {
+                    Error::Refused("give --as-of YYYY-MM-DD: the day the run reads the lake as of".into())
+                })
             };
             match what {
                 None => cadence::run(&lake, as_of, opportunities, out).await,
                 Some(RunWhat::Due) => {
                     if opts.spec_file.is_some() {
-                        return Err(Error::Refused("run due uses the built-in jobs/*.toml; --spec is for one cadence".into()));
+                        return Err(Error::Refused(
+                            "run due uses the built-in jobs/*.toml; --spec is for one cadence".into(),
+                        ));
                     }
                     let today = today.unwrap_or_else(|| chrono::Utc::now().date_naive());
                     cadence::runner::due(&lake, today, &opts, out).await
                 }
-                Some(RunWhat::Weekly) => cadence::runner::run_one(&lake, Cadence::Weekly, need_as_of()?, &opts, out).await,
-                Some(RunWhat::Monthly) => cadence::runner::run_one(&lake, Cadence::Monthly, need_as_of()?, &opts, out).await,
+                Some(RunWhat::Weekly) => {
+                    cadence::runner::run_one(&lake, Cadence::Weekly, need_as_of()?, &opts, out).await
+                }
+                Some(RunWhat::Monthly) => {
+                    cadence::runner::run_one(&lake, Cadence::Monthly, need_as_of()?, &opts, out).await
+                }
                 Some(RunWhat::Quarterly) => {
                     cadence::runner::run_one(&lake, Cadence::Quarterly, need_as_of()?, &opts, out).await
                 }

@@ -238,8 +238,7 @@ fn aws_credentials_file() -> Vec<(object_store::aws::AmazonS3ConfigKey, String)>
     let path = std::env::var("AWS_SHARED_CREDENTIALS_FILE")
         .map(std::path::PathBuf::from)
         .or_else(|_| std::env::var("HOME").map(|h| std::path::Path::new(&h).join(".aws/credentials")));
-    let Ok(text) = path.map(std::fs::read_to_string).and_then(|r| r.map_err(|_| std::env::VarError::NotPresent))
-    else {
+    let Ok(text) = path.map(std::fs::read_to_string).and_then(|r| r.map_err(|_| std::env::VarError::NotPresent)) else {
         return Vec::new();
     };
     let profile = std::env::var("AWS_PROFILE").unwrap_or_else(|_| "default".into());
@@ -265,7 +264,8 @@ fn aws_credentials_file() -> Vec<(object_store::aws::AmazonS3ConfigKey, String)>
 fn remote_store(url: &Url) -> std::result::Result<Arc<dyn ObjectStore>, String> {
     if url.scheme() == "s3" || url.scheme() == "s3a" {
         // Credentials and endpoint from AWS_* variables, else the shared credentials file.
-        let mut builder = object_store::aws::AmazonS3Builder::from_env().with_url(url.as_str()).with_retry(retry_config());
+        let mut builder =
+            object_store::aws::AmazonS3Builder::from_env().with_url(url.as_str()).with_retry(retry_config());
         if std::env::var_os("AWS_ACCESS_KEY_ID").is_none() {
             for (k, v) in aws_credentials_file() {
                 builder = builder.with_config(k, v);

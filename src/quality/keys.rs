@@ -48,8 +48,14 @@ pub async fn null_key(cx: &TableCheck<'_>, out: &mut Vec<Finding>) -> Result<()>
     let n: i64 = n.first().and_then(|r| r[0].parse().ok()).unwrap_or(0);
     if n > 0 {
         out.push(Finding {
-            detail: format!("{n} rows have no {}: they cannot be told apart or joined, and are left out", table.key.join(", ")),
-            fix: format!("fill {} at the source (the connector's primary key must never be empty)", table.key.join(", ")),
+            detail: format!(
+                "{n} rows have no {}: they cannot be told apart or joined, and are left out",
+                table.key.join(", ")
+            ),
+            fix: format!(
+                "fill {} at the source (the connector's primary key must never be empty)",
+                table.key.join(", ")
+            ),
             ..cx.finding(Some(&table.key.join(",")), "null_key", Severity::Error, n, cx.total.max(n))
         });
     }

@@ -109,8 +109,9 @@ pub async fn unreadable_files(
                 ListingOptions::new(Arc::new(CsvFormat::default().with_has_header(true))).with_file_extension(".csv")
             }
         };
-        let config =
-            ListingTableConfig::new(session.lake.listing_url(&rel)?).with_listing_options(options).with_schema(schema.clone());
+        let config = ListingTableConfig::new(session.lake.listing_url(&rel)?)
+            .with_listing_options(options)
+            .with_schema(schema.clone());
         session.ctx.register_table(format!("raw.{probe}"), Arc::new(ListingTable::try_new(config)?))?;
         let read = async { session.ctx.sql(&sql).await?.collect().await };
         if let Err(e) = read.await {

@@ -171,7 +171,10 @@ pub async fn implausible_date(cx: &TableCheck<'_>, col: &Column, out: &mut Vec<F
     if n > 0 {
         let ex = first_col(
             cx.session,
-            &format!("SELECT {} || ': ' || CAST({c} AS VARCHAR) FROM {known} WHERE {pred} ORDER BY 1 LIMIT 5", cx.key_expr),
+            &format!(
+                "SELECT {} || ': ' || CAST({c} AS VARCHAR) FROM {known} WHERE {pred} ORDER BY 1 LIMIT 5",
+                cx.key_expr
+            ),
         )
         .await?;
         out.push(Finding {
@@ -196,7 +199,10 @@ pub async fn huge_value(cx: &TableCheck<'_>, col: &Column, out: &mut Vec<Finding
     if n > 0 {
         let ex = first_col(
             cx.session,
-            &format!("SELECT {} || ': ' || CAST({c} AS VARCHAR) FROM {known} WHERE {pred} ORDER BY 1 LIMIT 5", cx.key_expr),
+            &format!(
+                "SELECT {} || ': ' || CAST({c} AS VARCHAR) FROM {known} WHERE {pred} ORDER BY 1 LIMIT 5",
+                cx.key_expr
+            ),
         )
         .await?;
         out.push(Finding {

@@ -68,7 +68,7 @@ impl Events<'_> {
 
 /// What became of one period.
 pub enum Outcome {
-    Committed(CadenceRun),
+    Committed(Box<CadenceRun>),
     /// Already done (the committed run's id); not run again without --rerun.
     Skipped(String),
 }
@@ -82,7 +82,13 @@ fn done<'a>(runs: &'a [CadenceRun], p: &Period) -> Option<&'a CadenceRun> {
 }
 
 /// `run weekly|monthly|quarterly --as-of DATE`: the period containing DATE, read as of DATE.
-pub async fn run_one(lake: &Lake, cadence: Cadence, as_of: NaiveDate, opts: &Options, out: &mut dyn Write) -> Result<()> {
+pub async fn run_one(
+    lake: &Lake,
+    cadence: Cadence,
+    as_of: NaiveDate,
+    opts: &Options,
+    out: &mut dyn Write,
+) -> Result<()> {
     let spec = spec::load(cadence, opts.spec_file.as_deref())?;
     let period = spec::period_of(cadence, as_of);
     let outcome = run_period(lake, &spec, &period, as_of, opts, out).await?;
@@ -106,7 +112,12 @@ fn say_outcome(outcome: &Outcome, p: &Period, opts: &Options, out: &mut dyn Writ
                 let v = json!({"eventType": "SKIP", "cadence": p.cadence.name(), "period": p.label, "done_by": id});
                 writeln!(out, "{v}")?;
             } else {
-                writeln!(out, "{} {} already done by run {id} (pass --rerun to run it again)", p.cadence.name(), p.label)?;
+                writeln!(
+                    out,
+                    "{} {} already done by run {id} (pass --rerun to run it again)",
+                    p.cadence.name(),
+                    p.label
+                )?;
             }
         }
         Outcome::Committed(_) => {}
@@ -161,8 +172,8 @@ async fn run_all(lake: &Lake, mut todo: Vec<Period>, opts: &Options, out: &mut d
     todo.sort_by_key(|p| (p.end, p.cadence));
     let mut specs = std::collections::BTreeMap::new();
     for p in &todo {
-        if !specs.contains_key(&p.cadence) {
-            specs.insert(p.cadence, spec::load(p.cadence, None)?);
+        if let std::collections::btree_map::Entry::Vacant(e) = specs.entry(p.cadence) {
+            e.insert(spec::load(p.cadence, None)?);
         }
     }
     let (mut ran, mut skipped) = (0, 0);
@@ -194,10 +205,11 @@ async fn run_period(
     out: &mut dyn Write,
 ) -> Result<Outcome> {
     let finishes_period = as_of == period.end;
-    if !opts.rerun && finishes_period {
-        if let Some(r) = done(&log::runs(lake).await?, period) {
-            return Ok(Outcome::Skipped(r.run_id.clone()));
-        }
+    if !opts.rerun
+        && finishes_period
+        && let Some(r) = done(&log::runs(lake).await?, period)
+    {
+        return Ok(Outcome::Skipped(r.run_id.clone()));
     }
     let command = format!("gtm-loop run {} --as-of {as_of}", period.cadence.name());
     let lock = log::acquire(lake, &command).await?;
@@ -206,7 +218,9 @@ async fn run_period(
         Ok(runs) if !opts.rerun && finishes_period && done(&runs, period).is_some() => {
             Ok(Outcome::Skipped(done(&runs, period).map(|r| r.run_id.clone()).unwrap_or_default()))
         }
-        Ok(_) => locked_run(lake, spec, period, as_of, &command, opts, out).await.map(Outcome::Committed),
+        Ok(_) => {
+            locked_run(lake, spec, period, as_of, &command, opts, out).await.map(|r| Outcome::Committed(Box::new(r)))
+        }
         Err(e) => Err(e),
     };
     kill_point("cadence:before_unlock");
@@ -343,9 +357,15 @@ async fn steps(
         match result {
             Ok(()) => {
                 rec.status = "ok".into();
-                let outputs = rec.tables.iter().map(|t| format!("{} {}", t.table, t.rows)).collect::<Vec<_>>().join(", ");
-                let line =
-                    format!("step {}/{} {} ok in {:.1} s ({outputs})", i + 1, spec.steps.len(), rec.name, rec.ms as f64 / 1000.0);
+                let outputs =
+                    rec.tables.iter().map(|t| format!("{} {}", t.table, t.rows)).collect::<Vec<_>>().join(", ");
+                let line = format!(
+                    "step {}/{} {} ok in {:.1} s ({outputs})",
+                    i + 1,
+                    spec.steps.len(),
+                    rec.name,
+                    rec.ms as f64 / 1000.0
+                );
                 let rec = rec.clone();
                 events.emit("STEP_COMPLETE", run, Some(&rec), line)?;
             }
@@ -414,9 +434,10 @@ fn inputs(session: &crate::layers::LakeSession) -> Vec<InputFile> {
         for f in &landed.files {
             let path = session.lake.relative(&f.location);
             let modified = f.last_modified.to_rfc3339();
-            let fingerprint = f.e_tag.clone().unwrap_or_else(|| {
-                crate::outputs::decision_log::record_id(&[&path, &f.size.to_string(), &modified])
-            });
+            let fingerprint = f
+                .e_tag
+                .clone()
+                .unwrap_or_else(|| crate::outputs::decision_log::record_id(&[&path, &f.size.to_string(), &modified]));
             out.push(InputFile { path, bytes: f.size, last_modified: modified, fingerprint });
         }
     }
@@ -431,10 +452,12 @@ async fn run_step(lake: &Lake, step: &Step, as_of: NaiveDate, out: &mut dyn Writ
             write!(out, "{}", crate::quality::summary(&report.findings))?;
             let errors: Vec<&crate::quality::Finding> =
                 report.findings.iter().filter(|f| f.severity == crate::quality::Severity::Error).collect();
-            let share = |f: &crate::quality::Finding| if f.total_rows > 0 { f.count as f64 / f.total_rows as f64 } else { 1.0 };
-            let too_many = step.max_errors.filter(|m| errors.len() as u64 > *m).map(|m| {
-                format!("{} error-level finding(s), at most {m} allowed (max_errors)", errors.len())
-            });
+            let share =
+                |f: &crate::quality::Finding| if f.total_rows > 0 { f.count as f64 / f.total_rows as f64 } else { 1.0 };
+            let too_many = step
+                .max_errors
+                .filter(|m| errors.len() as u64 > *m)
+                .map(|m| format!("{} error-level finding(s), at most {m} allowed (max_errors)", errors.len()));
             let too_wide: Vec<&&crate::quality::Finding> =
                 step.max_error_rate.map(|r| errors.iter().filter(|f| share(f) > r).collect()).unwrap_or_default();
             let breach = too_many.or_else(|| {

@@ -36,7 +36,11 @@ pub async fn list(lake: &Lake, json: bool, out: &mut dyn Write) -> Result<()> {
         writeln!(out, "no cadence runs yet (gtm-loop run weekly|monthly|quarterly, run due, backfill)")?;
         return Ok(());
     }
-    writeln!(out, "{:<58} {:<9} {:<8} {:<10} {:>6} {:>8}  status", "run", "cadence", "period", "as of", "steps", "seconds")?;
+    writeln!(
+        out,
+        "{:<58} {:<9} {:<8} {:<10} {:>6} {:>8}  status",
+        "run", "cadence", "period", "as of", "steps", "seconds"
+    )?;
     for r in &runs {
         let ok = r.steps.iter().filter(|s| s.status == "ok").count();
         let mut st = status(lake, r, &holder).await;
@@ -81,7 +85,11 @@ pub async fn show(lake: &Lake, id: &str, json: bool, out: &mut dyn Write) -> Res
     writeln!(out, "playbook   {}", r.playbook_version.as_deref().unwrap_or("-"))?;
     writeln!(out, "command    {} on {} (pid {})", r.command, r.host, r.pid)?;
     let bytes: u64 = r.inputs.iter().map(|i| i.bytes).sum();
-    writeln!(out, "inputs     {} files, {bytes} bytes (runs show --json lists each with its fingerprint)", r.inputs.len())?;
+    writeln!(
+        out,
+        "inputs     {} files, {bytes} bytes (runs show --json lists each with its fingerprint)",
+        r.inputs.len()
+    )?;
     if let Some(e) = &r.error {
         writeln!(out, "error      {e}")?;
     }
@@ -113,10 +121,16 @@ async fn gc_locked(lake: &Lake, min_age_secs: u64, dry_run: bool, out: &mut dyn 
     let all = crate::outputs::registry::all_runs(lake).await?;
     let (keep, dead): (Vec<_>, Vec<_>) =
         all.into_iter().partition(|m| m.batch.as_ref().is_none_or(|b| committed.contains(b)));
-    let referenced: BTreeSet<String> =
-        keep.iter().flat_map(|m| m.tables.iter().flat_map(|t| t.files.iter()).chain(m.artifacts.iter())).map(|f| f.path.clone()).collect();
-    let dead_files: BTreeSet<String> =
-        dead.iter().flat_map(|m| m.tables.iter().flat_map(|t| t.files.iter()).chain(m.artifacts.iter())).map(|f| f.path.clone()).collect();
+    let referenced: BTreeSet<String> = keep
+        .iter()
+        .flat_map(|m| m.tables.iter().flat_map(|t| t.files.iter()).chain(m.artifacts.iter()))
+        .map(|f| f.path.clone())
+        .collect();
+    let dead_files: BTreeSet<String> = dead
+        .iter()
+        .flat_map(|m| m.tables.iter().flat_map(|t| t.files.iter()).chain(m.artifacts.iter()))
+        .map(|f| f.path.clone())
+        .collect();
     let cutoff = chrono::Utc::now() - chrono::Duration::seconds(min_age_secs as i64);
     let mut doomed: Vec<(String, u64)> = Vec::new();
     for item in lake.list("output/").await? {
@@ -134,7 +148,8 @@ async fn gc_locked(lake: &Lake, min_age_secs: u64, dry_run: bool, out: &mut dyn 
             doomed.push((rel, item.size));
         }
     }
-    let manifests: Vec<String> = dead.iter().map(|m| format!("{}/{}.json", crate::outputs::run_writer::RUNS_DIR, m.run_id)).collect();
+    let manifests: Vec<String> =
+        dead.iter().map(|m| format!("{}/{}.json", crate::outputs::run_writer::RUNS_DIR, m.run_id)).collect();
     let bytes: u64 = doomed.iter().map(|(_, b)| b).sum();
     let verb = if dry_run { "would delete" } else { "deleted" };
     if !dry_run {

@@ -114,7 +114,10 @@ pub fn load(cadence: Cadence, file: Option<&Path>) -> Result<Spec> {
             return Err(bad(format!("two steps are named {:?}; step names must be unique", s.name)));
         }
         if (s.max_errors.is_some() || s.max_error_rate.is_some()) && s.job != StepJob::Validate {
-            return Err(bad(format!("step {:?}: max_errors and max_error_rate apply only to job = \"validate\"", s.name)));
+            return Err(bad(format!(
+                "step {:?}: max_errors and max_error_rate apply only to job = \"validate\"",
+                s.name
+            )));
         }
         if let Some(r) = s.max_error_rate.filter(|r| !(0.0..=1.0).contains(r)) {
             return Err(bad(format!("step {:?}: max_error_rate = {r} is not a share between 0 and 1", s.name)));
@@ -144,7 +147,12 @@ pub fn period_of(cadence: Cadence, day: NaiveDate) -> Period {
         Cadence::Weekly => {
             let start = day - Duration::days(i64::from(day.weekday().num_days_from_monday()));
             let week = start.iso_week();
-            Period { cadence, label: format!("{}-W{:02}", week.year(), week.week()), start, end: start + Duration::days(6) }
+            Period {
+                cadence,
+                label: format!("{}-W{:02}", week.year(), week.week()),
+                start,
+                end: start + Duration::days(6),
+            }
         }
         Cadence::Monthly => {
             let start = day.with_day(1).expect("day 1");
@@ -231,7 +239,8 @@ mod tests {
         assert_eq!(weeks.len(), 8);
         assert_eq!(weeks[0].end, d("2026-06-07"));
         assert_eq!(weeks[7].end, d("2026-07-26"));
-        let months: Vec<_> = ending_in(Cadence::Monthly, d("2026-06-01"), d("2026-07-26")).into_iter().map(|p| p.label).collect();
+        let months: Vec<_> =
+            ending_in(Cadence::Monthly, d("2026-06-01"), d("2026-07-26")).into_iter().map(|p| p.label).collect();
         assert_eq!(months, vec!["2026-06"]);
         assert_eq!(ending_in(Cadence::Quarterly, d("2026-06-30"), d("2026-06-30")).len(), 1);
     }
