@@ -120,8 +120,8 @@ fn run_due_does_each_period_once_and_a_backfill_leaves_nothing_due() {
     );
     assert!(inputs.iter().all(|i| i["bytes"].as_u64().unwrap() > 0 && !i["fingerprint"].as_str().unwrap().is_empty()));
     let steps: Vec<&str> = shown["steps"].as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap()).collect();
-    assert_eq!(steps, ["data_quality", "deal_risk", "win_probability"]);
-    let risk_rows = shown["steps"][1]["tables"]
+    assert_eq!(steps, ["data_quality", "rep_actions", "deal_risk", "win_probability"]);
+    let risk_rows = shown["steps"][2]["tables"]
         .as_array()
         .unwrap()
         .iter()
@@ -146,7 +146,7 @@ fn run_due_does_each_period_once_and_a_backfill_leaves_nothing_due() {
     let events: Vec<Value> =
         r.stdout.lines().map(|l| serde_json::from_str(l).expect("one JSON event per line")).collect();
     let kinds: Vec<&str> = events.iter().map(|e| e["eventType"].as_str().unwrap()).collect();
-    assert_eq!(kinds, ["START", "STEP_COMPLETE", "STEP_COMPLETE", "STEP_COMPLETE", "COMPLETE"]);
+    assert_eq!(kinds, ["START", "STEP_COMPLETE", "STEP_COMPLETE", "STEP_COMPLETE", "STEP_COMPLETE", "COMPLETE"]);
     // An ad-hoc mid-week run does not finish its week: run due still wants W31... which is done.
     assert_eq!(committed(&lake, "weekly").iter().filter(|p| *p == "2026-W31").count(), 2);
 }

@@ -145,7 +145,7 @@ fn cadence_runs_on_s3_publish_whole_and_survive_the_server_dying_mid_run() {
     let mut line = String::new();
     while reader.read_line(&mut line).unwrap() > 0 {
         stderr.push_str(&line);
-        if line.contains("step 1/3 data_quality ok") {
+        if line.contains("step 1/4 data_quality ok") {
             server.signal("-USR1");
             server.wait(false);
         }

@@ -356,10 +356,11 @@ pub fn main() -> ExitCode {
 }
 
 pub async fn run(cli: Cli) -> Result<()> {
-    // Only the commands that make a lake create its folder; `run` makes one only at the default
-    // demo path, so a mistyped --lake is an error, not a fresh demo lake.
+    // Only the commands that make a lake create its folder (generate, import, bench without
+    // --skip-generate); `run` makes one only at the default demo path, so a mistyped --lake is an
+    // error, not a fresh demo lake.
     let creates = match &cli.command {
-        Command::Generate { .. } | Command::Import { .. } => true,
+        Command::Generate { .. } | Command::Import { .. } | Command::Bench { skip_generate: false, .. } => true,
         Command::Run { cadence: None, .. } => cli.lake == DEFAULT_LAKE,
         _ => false,
     };

@@ -277,9 +277,8 @@ async fn locked_run(
     log::write(lake, &run).await?;
     let mut events = Events { json: opts.json, out };
     events.emit("START", &run, None, format!("run {run_id}, {} steps", spec.steps.len()))?;
-    let bar = crate::progress::bar(spec.steps.len() as u64, "cadence", "steps");
-    let result = steps(&batch_lake, spec, as_of, &mut run, &mut events, &bar).await;
-    bar.finish_and_clear();
+    // One line per step here; the long steps draw their own progress bars (stderr, terminals only).
+    let result = steps(&batch_lake, spec, as_of, &mut run, &mut events).await;
     run.finished_at = Some(log::now());
     match result {
         Ok(()) => {
@@ -324,7 +323,6 @@ async fn steps(
     as_of: NaiveDate,
     run: &mut CadenceRun,
     events: &mut Events<'_>,
-    bar: &indicatif::ProgressBar,
 ) -> Result<()> {
     // The contract first: a broken lake stops the run before any step (exit code 3).
     let session = crate::outputs::open_session(lake, AsOf(Some(as_of))).await?;
@@ -337,7 +335,6 @@ async fn steps(
         let before = batch_runs(lake, &run_id).await?.len();
         let t0 = Instant::now();
         run.steps[i].started_at = log::now();
-        bar.set_message(step.name.clone());
         let mut text = Vec::new();
         let result = run_step(lake, step, as_of, &mut text).await;
         if !events.json {
@@ -353,7 +350,6 @@ async fn steps(
                 run.playbook_version = m.playbook_version.clone().filter(|v| v.starts_with("playbook"));
             }
         }
-        bar.inc(1);
         match result {
             Ok(()) => {
                 rec.status = "ok".into();
@@ -493,6 +489,10 @@ async fn run_step(lake: &Lake, step: &Step, as_of: NaiveDate, out: &mut dyn Writ
                 )));
             }
             Ok(())
+        }
+        StepJob::Actions => {
+            let by_hand = jobs::ActionByHand { deal: None, did: None, why: String::new(), by: String::new(), on: None };
+            jobs::action(lake, as_of, true, by_hand, out).await
         }
         StepJob::Funnels => jobs::funnel(lake, Some(as_of), None, None, &[], &Calendar::default(), out).await,
         StepJob::Risk => jobs::risk(lake, as_of, None, None, out).await,

@@ -40,6 +40,7 @@ impl Cadence {
 #[serde(rename_all = "snake_case")]
 pub enum StepJob {
     Validate,
+    Actions,
     Funnels,
     Risk,
     WinProbability,
@@ -53,6 +54,7 @@ impl StepJob {
     pub fn name(self) -> &'static str {
         match self {
             StepJob::Validate => "validate",
+            StepJob::Actions => "actions",
             StepJob::Funnels => "funnels",
             StepJob::Risk => "risk",
             StepJob::WinProbability => "win_probability",
