@@ -170,6 +170,24 @@ impl Lake {
         }
     }
 
+    /// Every `.json` object directly or deeper under `dir`, parsed as `T`, in path order. One
+    /// that does not parse cannot be a whole record of ours (puts are atomic), so it is somebody
+    /// else's file: skipped with a warning naming it and `what` it is not.
+    pub async fn json_files<T: serde::de::DeserializeOwned>(&self, dir: &str, what: &str) -> Result<Vec<T>> {
+        let mut out = Vec::new();
+        for item in self.list(&format!("{dir}/")).await? {
+            let rel = self.relative(&item.location);
+            if !rel.ends_with(".json") {
+                continue;
+            }
+            match serde_json::from_slice::<T>(&self.get(&rel).await?) {
+                Ok(v) => out.push(v),
+                Err(e) => eprintln!("warning: skipping {rel}: not {what} ({e}); move it out of {dir}/"),
+            }
+        }
+        Ok(out)
+    }
+
     /// The bytes `range` of one object.
     pub async fn get_range(&self, rel: &str, range: std::ops::Range<u64>) -> Result<Bytes> {
         Ok(self.store.get_range(&self.path(rel), range).await?)

@@ -57,17 +57,7 @@ pub struct Decision {
 /// Every complete decision, in the order they were made. A `.json` file that does not parse is
 /// somebody else's: skipped with a warning naming it.
 pub async fn decisions(lake: &Lake) -> Result<Vec<Decision>> {
-    let mut out = Vec::new();
-    for meta in lake.list(&format!("{DIR}/")).await? {
-        let rel = lake.relative(&meta.location);
-        if !rel.ends_with(".json") {
-            continue;
-        }
-        match serde_json::from_slice::<Decision>(&lake.get(&rel).await?) {
-            Ok(d) => out.push(d),
-            Err(e) => eprintln!("warning: {rel} is not an audit record ({e}); skipped (move it out of {DIR}/)"),
-        }
-    }
+    let mut out: Vec<Decision> = lake.json_files(DIR, "an audit record").await?;
     out.sort_by(|a, b| (&a.decided_at, &a.record_id).cmp(&(&b.decided_at, &b.record_id)));
     Ok(out)
 }

@@ -83,17 +83,7 @@ impl CadenceRun {
 
 /// Every cadence run recorded in the lake, oldest first.
 pub async fn runs(lake: &Lake) -> Result<Vec<CadenceRun>> {
-    let mut out = Vec::new();
-    for item in lake.list(&format!("{DIR}/")).await? {
-        let rel = lake.relative(&item.location);
-        if !rel.ends_with(".json") {
-            continue;
-        }
-        match serde_json::from_slice::<CadenceRun>(&lake.get(&rel).await?) {
-            Ok(r) => out.push(r),
-            Err(e) => eprintln!("warning: skipping {rel}: not a cadence manifest ({e})"),
-        }
-    }
+    let mut out: Vec<CadenceRun> = lake.json_files(DIR, "a cadence manifest").await?;
     out.sort_by(|a, b| a.started_at.cmp(&b.started_at).then(a.run_id.cmp(&b.run_id)));
     Ok(out)
 }

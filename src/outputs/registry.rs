@@ -30,18 +30,7 @@ pub async fn committed_runs(lake: &Lake) -> Result<Vec<Manifest>> {
 
 /// Every job manifest in the lake, committed cadence or not (for `gc` and `runs`).
 pub async fn all_runs(lake: &Lake) -> Result<Vec<Manifest>> {
-    let mut runs = Vec::new();
-    for item in lake.list(&format!("{RUNS_DIR}/")).await? {
-        let rel = lake.relative(&item.location);
-        if !rel.ends_with(".json") {
-            continue;
-        }
-        let bytes = lake.get(&rel).await?;
-        match serde_json::from_slice::<Manifest>(&bytes) {
-            Ok(m) => runs.push(m),
-            Err(e) => eprintln!("warning: skipping {rel}: not a run manifest ({e})"),
-        }
-    }
+    let mut runs: Vec<Manifest> = lake.json_files(RUNS_DIR, "a run manifest").await?;
     runs.sort_by(|a, b| a.committed_at.cmp(&b.committed_at).then(a.run_id.cmp(&b.run_id)));
     Ok(runs)
 }

@@ -165,26 +165,11 @@ pub async fn implausible_date(cx: &TableCheck<'_>, col: &Column, out: &mut Vec<F
     if !matches!(col.ty, ColumnType::Date | ColumnType::Timestamp) {
         return Ok(());
     }
-    let (c, known) = (quote(&col.name), &cx.known);
+    let c = quote(&col.name);
     let pred = format!("(CAST({c} AS DATE) < DATE '1980-01-01' OR CAST({c} AS DATE) > DATE '2100-01-01')");
-    let n = scalar(cx.session, &format!("SELECT COUNT(*) FROM {known} WHERE {pred}")).await?;
-    if n > 0 {
-        let ex = first_col(
-            cx.session,
-            &format!(
-                "SELECT {} || ': ' || CAST({c} AS VARCHAR) FROM {known} WHERE {pred} ORDER BY 1 LIMIT 5",
-                cx.key_expr
-            ),
-        )
-        .await?;
-        out.push(Finding {
-            examples: ex,
-            detail: format!("{n} dates before 1980 or after 2100: no real record has them"),
-            fix: format!("correct {} at the source (a default or placeholder date was exported)", col.name),
-            ..cx.finding(Some(&col.name), "implausible_date", Severity::Warning, n, cx.total)
-        });
-    }
-    Ok(())
+    let fix = format!("correct {} at the source (a default or placeholder date was exported)", col.name);
+    rows_where(cx, col, &pred, "implausible_date", "dates before 1980 or after 2100: no real record has them", fix, out)
+        .await
 }
 
 /// Amounts over a thousand times the column's median positive value: a misplaced decimal point, a
@@ -195,6 +180,22 @@ pub async fn huge_value(cx: &TableCheck<'_>, col: &Column, out: &mut Vec<Finding
     }
     let (c, known) = (quote(&col.name), &cx.known);
     let pred = format!("{c} > 1000 * (SELECT median({c}) FROM {known} WHERE {c} > 0)");
+    let fix = format!("check {} at the source (decimal point, unit, test records)", col.name);
+    rows_where(cx, col, &pred, "huge_value", "values over 1000 times the median", fix, out).await
+}
+
+/// A warning for the known rows matching `pred`, with up to five of them as `key: value`.
+#[allow(clippy::too_many_arguments)]
+async fn rows_where(
+    cx: &TableCheck<'_>,
+    col: &Column,
+    pred: &str,
+    check: &str,
+    what: &str,
+    fix: String,
+    out: &mut Vec<Finding>,
+) -> Result<()> {
+    let (c, known) = (quote(&col.name), &cx.known);
     let n = scalar(cx.session, &format!("SELECT COUNT(*) FROM {known} WHERE {pred}")).await?;
     if n > 0 {
         let ex = first_col(
@@ -207,9 +208,9 @@ pub async fn huge_value(cx: &TableCheck<'_>, col: &Column, out: &mut Vec<Finding
         .await?;
         out.push(Finding {
             examples: ex,
-            detail: format!("{n} values over 1000 times the median"),
-            fix: format!("check {} at the source (decimal point, unit, test records)", col.name),
-            ..cx.finding(Some(&col.name), "huge_value", Severity::Warning, n, cx.total)
+            detail: format!("{n} {what}"),
+            fix,
+            ..cx.finding(Some(&col.name), check, Severity::Warning, n, cx.total)
         });
     }
     Ok(())
