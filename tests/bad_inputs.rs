@@ -425,4 +425,13 @@ fn runs_that_cannot_go_ahead_say_why_and_publish_nothing() {
     let q = run(&c.lake, &["query", "SELECT COUNT(*) FROM output.runs"]);
     assert!(q.code == 0 && q.stderr.contains("skipping output/_runs/notes.json"), "{}", q.stderr);
     c.nothing_lost();
+    // 37. A lake that stopped syncing: the run goes ahead as of the date asked, and says so (on
+    // stderr and in its manifest).
+    let r =
+        c.expect(&["run", "weekly", "--as-of", "2026-09-27"], 0, &["59 days before the as-of date 2026-09-27", "still syncing"]);
+    let id =
+        r.stdout.lines().find(|l| l.starts_with("committed weekly run")).unwrap().split_whitespace().nth(3).unwrap();
+    let shown = c.expect(&["runs", "show", id], 0, &[]);
+    assert!(shown.stdout.contains("warning    the lake's latest deal change is on 2026-07-30"), "{}", shown.stdout);
+    c.nothing_lost();
 }

@@ -73,6 +73,9 @@ pub struct CadenceRun {
     pub steps: Vec<StepRecord>,
     pub failed_step: Option<String>,
     pub error: Option<String>,
+    /// What the run noticed but did not stop for (a lake that stopped syncing, say).
+    #[serde(default)]
+    pub warnings: Vec<String>,
 }
 
 impl CadenceRun {

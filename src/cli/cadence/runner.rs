@@ -273,6 +273,7 @@ async fn locked_run(
             .collect(),
         failed_step: None,
         error: None,
+        warnings: Vec::new(),
     };
     log::write(lake, &run).await?;
     let mut events = Events { json: opts.json, out };
@@ -329,6 +330,10 @@ async fn steps(
     run.inputs = inputs(&session);
     refuse_broken(&session, lake)?;
     before_any_data(&session, lake, as_of).await?;
+    if let Some(w) = stale_lake(&session, as_of).await? {
+        eprintln!("warning: {w}");
+        run.warnings.push(w);
+    }
     drop(session);
     let run_id = run.run_id.clone();
     for (i, step) in spec.steps.iter().enumerate() {
@@ -411,6 +416,27 @@ async fn before_any_data(session: &crate::layers::LakeSession, lake: &Lake, as_o
              Choose an as-of date on or after it"
         ),
         None => "the lake has no deal history (staging.opportunity_history is empty): nothing to run on".into(),
+    }))
+}
+
+/// A lake whose latest deal change is weeks before the as-of date has probably stopped syncing:
+/// the run goes ahead (the date is what was asked for) but says so, in its manifest too.
+async fn stale_lake(session: &crate::layers::LakeSession, as_of: NaiveDate) -> Result<Option<String>> {
+    let batches = session
+        .ctx
+        .sql("SELECT CAST(MAX(created_date) AS DATE) FROM staging.opportunity_history")
+        .await?
+        .collect()
+        .await?;
+    let latest = batches.first().filter(|b| b.num_rows() > 0).and_then(|b| {
+        b.column(0).as_any().downcast_ref::<datafusion::arrow::array::Date32Array>().and_then(|a| a.value_as_date(0))
+    });
+    Ok(latest.filter(|d| (as_of - *d).num_days() > 14).map(|d| {
+        format!(
+            "the lake's latest deal change is on {d}, {} days before the as-of date {as_of}: is the connector still \
+             syncing? The run reads the lake as it is",
+            (as_of - d).num_days()
+        )
     }))
 }
 

@@ -10,8 +10,7 @@ use crate::outputs::cadence::{self as log, CadenceRun};
 
 /// A run's status as a reader should understand it: a `running` manifest whose process is gone
 /// was killed (its lock, if still there, says by whom).
-async fn status(lake: &Lake, run: &CadenceRun, holder: &Option<log::LockHolder>) -> String {
-    let _ = lake;
+fn status(run: &CadenceRun, holder: &Option<log::LockHolder>) -> String {
     if run.status != "running" {
         return run.status.clone();
     }
@@ -43,7 +42,7 @@ pub async fn list(lake: &Lake, json: bool, out: &mut dyn Write) -> Result<()> {
     )?;
     for r in &runs {
         let ok = r.steps.iter().filter(|s| s.status == "ok").count();
-        let mut st = status(lake, r, &holder).await;
+        let mut st = status(r, &holder);
         if let Some(step) = &r.failed_step {
             st = format!("{st} at {step}");
         }
@@ -79,7 +78,7 @@ pub async fn show(lake: &Lake, id: &str, json: bool, out: &mut dyn Write) -> Res
     let holder = log::holder(lake).await.ok().flatten();
     writeln!(out, "run        {}", r.run_id)?;
     writeln!(out, "cadence    {} {} as of {}", r.cadence, r.period, r.as_of)?;
-    writeln!(out, "status     {}", status(lake, r, &holder).await)?;
+    writeln!(out, "status     {}", status(r, &holder))?;
     writeln!(out, "started    {}  finished {}", r.started_at, r.finished_at.as_deref().unwrap_or("-"))?;
     writeln!(out, "code       {}", r.code_version)?;
     writeln!(out, "playbook   {}", r.playbook_version.as_deref().unwrap_or("-"))?;
@@ -92,6 +91,9 @@ pub async fn show(lake: &Lake, id: &str, json: bool, out: &mut dyn Write) -> Res
     )?;
     if let Some(e) = &r.error {
         writeln!(out, "error      {e}")?;
+    }
+    for w in &r.warnings {
+        writeln!(out, "warning    {w}")?;
     }
     writeln!(out, "\n{:<20} {:<16} {:<8} {:>8}  outputs", "step", "job", "status", "seconds")?;
     for s in &r.steps {
