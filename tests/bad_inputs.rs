@@ -427,8 +427,11 @@ fn runs_that_cannot_go_ahead_say_why_and_publish_nothing() {
     c.nothing_lost();
     // 37. A lake that stopped syncing: the run goes ahead as of the date asked, and says so (on
     // stderr and in its manifest).
-    let r =
-        c.expect(&["run", "weekly", "--as-of", "2026-09-27"], 0, &["59 days before the as-of date 2026-09-27", "still syncing"]);
+    let r = c.expect(
+        &["run", "weekly", "--as-of", "2026-09-27"],
+        0,
+        &["59 days before the as-of date 2026-09-27", "still syncing"],
+    );
     let id =
         r.stdout.lines().find(|l| l.starts_with("committed weekly run")).unwrap().split_whitespace().nth(3).unwrap();
     let shown = c.expect(&["runs", "show", id], 0, &[]);
