@@ -145,9 +145,10 @@ pub struct LockHolder {
 
 impl LockHolder {
     /// Some(true) if the holder is a live process on this host, Some(false) if it is gone, None
-    /// if it runs on another host (this machine cannot tell).
+    /// if it runs on another host or this one has no /proc (this machine cannot tell).
     pub fn alive(&self) -> Option<bool> {
-        if self.host != host() {
+        // Without /proc (not Linux) this machine cannot tell a dead holder from a live one.
+        if self.host != host() || !std::path::Path::new("/proc/self/stat").exists() {
             return None;
         }
         match (process_start(self.pid), self.process_start) {
