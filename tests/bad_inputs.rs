@@ -342,7 +342,8 @@ fn a_data_quality_threshold_stops_the_cadence_with_exit_4() {
     );
     c.nothing_lost();
     let list = c.expect(&["runs", "list"], 0, &["failed at data_quality"]);
-    assert!(!list.stdout.contains("2026-W30 ") || list.stdout.contains("failed"), "{}", list.stdout);
+    let line = list.stdout.lines().find(|l| l.contains(" 2026-W30 ")).expect("the stopped week is listed");
+    assert!(line.contains(" 0/4 ") && line.ends_with("failed at data_quality"), "{}", list.stdout);
 }
 
 // ---- Bad declarations: exit 2, naming the file and what is wrong in it.

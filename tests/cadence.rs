@@ -147,8 +147,15 @@ fn run_due_does_each_period_once_and_a_backfill_leaves_nothing_due() {
         r.stdout.lines().map(|l| serde_json::from_str(l).expect("one JSON event per line")).collect();
     let kinds: Vec<&str> = events.iter().map(|e| e["eventType"].as_str().unwrap()).collect();
     assert_eq!(kinds, ["START", "STEP_COMPLETE", "STEP_COMPLETE", "STEP_COMPLETE", "STEP_COMPLETE", "COMPLETE"]);
-    // An ad-hoc mid-week run does not finish its week: run due still wants W31... which is done.
-    assert_eq!(committed(&lake, "weekly").iter().filter(|p| *p == "2026-W31").count(), 2);
+    // That ad-hoc run (as of Wednesday 29 July) belongs to W31 but does not finish a week: the
+    // week counts as done by the run as of its Sunday, and nothing more is due.
+    let w31: Vec<String> = cadence_runs(&lake)
+        .iter()
+        .filter(|r| r["period"] == "2026-W31")
+        .map(|r| r["as_of"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(w31, ["2026-08-02", "2026-07-29"]);
+    assert!(ok(&lake, &["run", "due", "--today", "2026-08-04"]).contains("nothing is due"));
 }
 
 #[test]
