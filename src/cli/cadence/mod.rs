@@ -62,16 +62,19 @@ pub async fn run(lake: &Lake, as_of: Option<NaiveDate>, opportunities: u64, stdo
 /// data and said, so a scheduled run is reproducible (the wall clock would not be).
 async fn latest_recorded_day(lake: &Lake) -> Result<NaiveDate> {
     let session = crate::outputs::open_session(lake, AsOf(None)).await?;
-    let batches = session
-        .ctx
-        .sql("SELECT CAST(MAX(created_date) AS DATE) FROM staging.opportunity_history")
-        .await?
-        .collect()
-        .await?;
-    let day = batches.first().filter(|b| b.num_rows() > 0).and_then(|b| {
-        b.column(0).as_any().downcast_ref::<datafusion::arrow::array::Date32Array>().and_then(|a| a.value_as_date(0))
-    });
-    day.ok_or_else(|| {
+    recorded_day(&session, "MAX").await?.ok_or_else(|| {
         Error::Other("the lake has no opportunity_history to date the run from: pass --as-of YYYY-MM-DD".into())
     })
+}
+
+/// The first (`MIN`) or latest (`MAX`) day with a deal change the session sees; None when it sees
+/// none (an as-of date before any data, or no history landed).
+pub(crate) async fn recorded_day(session: &crate::layers::LakeSession, agg: &str) -> Result<Option<NaiveDate>> {
+    let sql = format!("SELECT CAST({agg}(created_date) AS DATE) FROM staging.opportunity_history");
+    let batches = session.ctx.sql(&sql).await?.collect().await?;
+    Ok(batches.first().filter(|b| b.num_rows() > 0).and_then(|b| {
+        let days = b.column(0).as_any().downcast_ref::<datafusion::arrow::array::Date32Array>()?;
+        // MIN/MAX over no rows is NULL, whose slot would read as 1970-01-01.
+        datafusion::arrow::array::Array::is_valid(days, 0).then(|| days.value_as_date(0)).flatten()
+    }))
 }

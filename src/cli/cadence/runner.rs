@@ -329,10 +329,20 @@ async fn steps(
     let session = crate::outputs::open_session(lake, AsOf(Some(as_of))).await?;
     run.inputs = inputs(&session);
     refuse_broken(&session, lake)?;
-    before_any_data(&session, lake, as_of).await?;
-    if let Some(w) = stale_lake(&session, as_of).await? {
-        eprintln!("warning: {w}");
-        run.warnings.push(w);
+    // One read of the latest deal change: none before the as-of date refuses the run, one
+    // weeks before it is a warning.
+    match super::recorded_day(&session, "MAX").await? {
+        None => return Err(before_any_data(lake, as_of).await),
+        Some(latest) if (as_of - latest).num_days() > 14 => {
+            let w = format!(
+                "the lake's latest deal change is on {latest}, {} days before the as-of date {as_of}: is the \
+                 connector still syncing? The run reads the lake as it is",
+                (as_of - latest).num_days()
+            );
+            eprintln!("warning: {w}");
+            run.warnings.push(w);
+        }
+        Some(_) => {}
     }
     drop(session);
     let run_id = run.run_id.clone();
@@ -385,59 +395,22 @@ async fn steps(
 }
 
 /// An as-of date before the lake's first recorded deal change would compute every output as
-/// zero; it is refused with the first date that has data.
-async fn before_any_data(session: &crate::layers::LakeSession, lake: &Lake, as_of: NaiveDate) -> Result<()> {
-    let count = |sql: &'static str, s: &crate::layers::LakeSession| {
-        let ctx = s.ctx.clone();
-        async move {
-            let batches = ctx.sql(sql).await?.collect().await?;
-            let v = batches.first().filter(|b| b.num_rows() > 0).map(|b| {
-                datafusion::arrow::compute::cast(b.column(0), &datafusion::arrow::datatypes::DataType::Utf8)
-                    .ok()
-                    .and_then(|a| {
-                        a.as_any()
-                            .downcast_ref::<datafusion::arrow::array::StringArray>()
-                            .filter(|a| datafusion::arrow::array::Array::is_valid(*a, 0))
-                            .map(|a| a.value(0).to_string())
-                    })
-            });
-            Ok::<_, Error>(v.flatten())
-        }
+/// zero: the refusal names the first date that has data.
+async fn before_any_data(lake: &Lake, as_of: NaiveDate) -> Error {
+    let first = match crate::outputs::open_session(lake, AsOf(None)).await {
+        Ok(all) => super::recorded_day(&all, "MIN").await,
+        Err(e) => Err(e),
     };
-    let n = count("SELECT COUNT(*) FROM staging.opportunity_history", session).await?;
-    if n.as_deref() != Some("0") {
-        return Ok(());
-    }
-    let all = crate::outputs::open_session(lake, AsOf(None)).await?;
-    let first = count("SELECT CAST(MIN(created_date) AS DATE) FROM staging.opportunity_history", &all).await?;
-    Err(Error::Refused(match first {
-        Some(d) => format!(
+    match first {
+        Ok(Some(d)) => Error::Refused(format!(
             "--as-of {as_of} is before any data in the lake: its first recorded deal change is on {d}. \
              Choose an as-of date on or after it"
+        )),
+        Ok(None) => Error::Refused(
+            "the lake has no deal history (staging.opportunity_history is empty): nothing to run on".into(),
         ),
-        None => "the lake has no deal history (staging.opportunity_history is empty): nothing to run on".into(),
-    }))
-}
-
-/// A lake whose latest deal change is weeks before the as-of date has probably stopped syncing:
-/// the run goes ahead (the date is what was asked for) but says so, in its manifest too.
-async fn stale_lake(session: &crate::layers::LakeSession, as_of: NaiveDate) -> Result<Option<String>> {
-    let batches = session
-        .ctx
-        .sql("SELECT CAST(MAX(created_date) AS DATE) FROM staging.opportunity_history")
-        .await?
-        .collect()
-        .await?;
-    let latest = batches.first().filter(|b| b.num_rows() > 0).and_then(|b| {
-        b.column(0).as_any().downcast_ref::<datafusion::arrow::array::Date32Array>().and_then(|a| a.value_as_date(0))
-    });
-    Ok(latest.filter(|d| (as_of - *d).num_days() > 14).map(|d| {
-        format!(
-            "the lake's latest deal change is on {d}, {} days before the as-of date {as_of}: is the connector still \
-             syncing? The run reads the lake as it is",
-            (as_of - d).num_days()
-        )
-    }))
+        Err(e) => e,
+    }
 }
 
 /// The job runs committed so far under this cadence run, in commit order.
