@@ -10,30 +10,28 @@ import time
 
 import duckdb
 
+from asof import connect, known
+
 lake, as_of = sys.argv[1], sys.argv[2]
 end = f"(DATE '{as_of}' + INTERVAL 1 DAY)"
-raw = lambda t: f"read_parquet('{lake}/raw/salesforce/{t}/**/*.parquet')"
-# Same rules as sql/staging: rows known before the end of the as-of day, one version per id,
-# deletes dropped; conversions only once they happened; ordered steps within their windows.
+con = connect()
+started = time.time()
+# Same rules as sql/staging (bench/asof.py): rows known before the end of the as-of day, the
+# winning version per id, known deletes dropped; conversions only once they happened; ordered
+# steps within their windows.
 sql = f"""
-WITH lead AS (
-  SELECT * FROM {raw('lead')} WHERE created_date < {end}
-  QUALIFY row_number() OVER (PARTITION BY id ORDER BY (_fivetran_synced < {end}) DESC, _fivetran_synced DESC) = 1
-),
-lh AS (SELECT * FROM {raw('lead_history')} WHERE created_date < {end}),
-opp AS (
-  SELECT * FROM {raw('opportunity')} WHERE created_date < {end}
-  QUALIFY row_number() OVER (PARTITION BY id ORDER BY (_fivetran_synced < {end}) DESC, _fivetran_synced DESC) = 1
-),
-live_opp AS (SELECT * FROM opp WHERE NOT coalesce(is_deleted, false) OR last_modified_date >= {end}),
-stage AS (SELECT * FROM {raw('opportunity_stage')}),
+WITH lead AS {known(con, lake, 'lead', end)},
+lh AS {known(con, lake, 'lead_history', end)},
+live_opp AS {known(con, lake, 'opportunity', end)},
+stage AS {known(con, lake, 'opportunity_stage', end)},
+history AS {known(con, lake, 'opportunity_history', end)},
 s0 AS (SELECT id AS entity_id, min(created_date) AS t FROM lead GROUP BY 1),
 s1 AS (SELECT lead_id AS entity_id, min(created_date) AS t FROM lh WHERE lower(field) = 'status' AND new_value IN ('MQL', 'SQL', 'Converted') GROUP BY 1),
 s2 AS (SELECT lead_id AS entity_id, min(created_date) AS t FROM lh WHERE lower(field) = 'status' AND new_value IN ('SQL', 'Converted') GROUP BY 1),
 conv AS (SELECT id, CASE WHEN converted_date < {end} THEN converted_opportunity_id END AS opp_id FROM lead),
 s3 AS (SELECT c.id AS entity_id, min(o.created_date) AS t FROM conv c JOIN live_opp o ON o.id = c.opp_id GROUP BY 1),
-won AS (SELECT h.opportunity_id, min(h.created_date) AS won_at FROM {raw('opportunity_history')} h
-        JOIN stage s ON s.master_label = h.stage_name WHERE s.is_won AND h.created_date < {end} GROUP BY 1),
+won AS (SELECT h.opportunity_id, min(h.created_date) AS won_at FROM history h
+        JOIN stage s ON s.master_label = h.stage_name WHERE s.is_won GROUP BY 1),
 s4 AS (SELECT c.id AS entity_id, min(w.won_at) AS t FROM conv c JOIN won w ON w.opportunity_id = c.opp_id GROUP BY 1),
 w AS (
   SELECT l.id, s0.t AS t0, s1.t AS r1, s2.t AS r2, s3.t AS r3, s4.t AS r4
@@ -48,12 +46,10 @@ SELECT count(t0), count(t1), count(t2), count(t3), count(t4),
   quantile_cont(epoch(t1) - epoch(t0), 0.5) / 86400, quantile_cont(epoch(t4) - epoch(t3), 0.5) / 86400
 FROM w4
 """
-started = time.time()
-con = duckdb.connect()
 row = con.execute(sql).fetchone()
 elapsed = time.time() - started
 # VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the parent across fork and exec.
 with open("/proc/self/status") as status:
     peak_mib = next(int(l.split()[1]) for l in status if l.startswith("VmHWM:")) / 1024
-print(json.dumps({"engine": f"duckdb {duckdb.__version__}", "seconds": elapsed, "peak_rss_mib": peak_mib,
+print(json.dumps({"engine": f"duckdb {duckdb.__version__}", "seconds": elapsed, "peak_rss_mib": peak_mib, "cpu_seconds": time.process_time(),
                   "entered": list(row[:5]), "median_days_first": row[5], "median_days_last": row[6]}))

@@ -110,6 +110,14 @@ fn every_readme_command_runs_and_prints_figures_that_check_out() {
                 }
                 // Smaller lakes than the README's, same commands.
                 "--opportunities" => args.extend(["--opportunities".to_string(), "1500".into()]),
+                // The bench once at the smallest scale, the units DuckDB runs beside (a smoke test:
+                // its times are never asserted; BENCHMARKS.md holds the measured ones).
+                "--scales" => args.extend(
+                    ["--scales", "1500", "--unit", "staging", "--unit", "funnel"].iter().map(|a| a.to_string()),
+                ),
+                "--report" => {
+                    args.extend(["--report".to_string(), root.path().join(&words[i + 1]).to_string_lossy().into()])
+                }
                 "--duckdb" => {
                     if let Some(p) = duckdb_python() {
                         args.extend(["--duckdb".to_string(), p]);
@@ -273,10 +281,17 @@ fn every_readme_command_runs_and_prints_figures_that_check_out() {
                 assert_eq!(r.stdout, doc);
             }
             ("bench", _) => {
-                assert!(r.stdout.contains("validate (all checks, publish)"), "{}", r.stdout);
+                assert!(r.stdout.contains("staging") && r.stdout.contains("funnel"), "{}", r.stdout);
                 if argv.contains(&"--duckdb") {
-                    assert!(r.stdout.contains("same counts"), "{}", r.stdout);
+                    // The bench fails unless DuckDB's counts equal ours; both are listed.
+                    assert!(r.stdout.contains("same counts (10 tables"), "{}", r.stdout);
+                    assert!(r.stdout.contains("same counts: ["), "{}", r.stdout);
                 }
+                let report = root.path().join("BENCHMARKS-run");
+                let md = std::fs::read_to_string(report.with_extension("md")).unwrap();
+                assert!(md.contains("| 1500 | staging |"), "{md}");
+                let svg = std::fs::read_to_string(report.with_extension("svg")).unwrap();
+                assert!(svg.starts_with("<svg") && svg.contains("polyline"), "{svg}");
             }
             ("proposals", _) if argv[1] == "run" => {
                 // "1 proposals, 0 readouts (0 new log records)": the rows published for the date.

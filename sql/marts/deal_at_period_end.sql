@@ -3,11 +3,15 @@
 SELECT s.period_start, s.period_end, s.opportunity_id, d.owner_id, s.stage_name, st.is_closed, st.is_won,
   s.amount, s.close_date, s.forecast_category
 FROM (
-  SELECT p.period_start, p.period_end, h.opportunity_id, h.stage_name, h.amount, h.close_date, h.forecast_category,
-    ROW_NUMBER() OVER (PARTITION BY p.period_start, h.opportunity_id ORDER BY h.created_date DESC, h.id DESC) AS rk
+  -- The last row per (period, deal) by a hash aggregate, with the row id as the tie-break.
+  SELECT p.period_start, p.period_end, h.opportunity_id,
+    first_value(h.stage_name ORDER BY h.created_date DESC, h.id DESC) AS stage_name,
+    first_value(h.amount ORDER BY h.created_date DESC, h.id DESC) AS amount,
+    first_value(h.close_date ORDER BY h.created_date DESC, h.id DESC) AS close_date,
+    first_value(h.forecast_category ORDER BY h.created_date DESC, h.id DESC) AS forecast_category
   FROM mart.period AS p
   JOIN staging.opportunity_history AS h ON h.created_date < CAST(p.period_end AS TIMESTAMP) + INTERVAL '1 day'
+  GROUP BY p.period_start, p.period_end, h.opportunity_id
 ) AS s
 JOIN mart.deal AS d ON d.id = s.opportunity_id
 LEFT JOIN staging.opportunity_stage AS st ON st.master_label = s.stage_name
-WHERE s.rk = 1

@@ -2,13 +2,13 @@
 -- created on or before then (else the lead's own status), and converted only if the conversion
 -- happened on or before then.
 WITH last_status AS (
-  SELECT lead_id, new_value AS status, created_date AS status_changed_at
-  FROM (
-    SELECT h.*, ROW_NUMBER() OVER (PARTITION BY h.lead_id ORDER BY h.created_date DESC, h.id DESC) AS change_rank
-    FROM known.lead_history AS h
-    WHERE LOWER(h.field) = 'status'
-  ) AS ranked
-  WHERE change_rank = 1
+  -- A hash aggregate per lead (latest change, id as the tie-break), not a sort of the history.
+  SELECT h.lead_id,
+    first_value(h.new_value ORDER BY h.created_date DESC, h.id DESC) AS status,
+    first_value(h.created_date ORDER BY h.created_date DESC, h.id DESC) AS status_changed_at
+  FROM known.lead_history AS h
+  WHERE LOWER(h.field) = 'status'
+  GROUP BY h.lead_id
 )
 SELECT
   l.id,

@@ -4,14 +4,18 @@
 -- in the stage catalog. A deal with no history row known then keeps its own row's values and says
 -- so (state_from_history = false): its as-of state is a guess, not a fact. A field the lake's
 -- history does not carry at all ({{landed:...}} is false) also comes from the opportunity row.
+-- The last change is found by a hash aggregate per deal (first_value ordered by time, then id, as a
+-- tie-break), not by sorting every history row.
 WITH last_change AS (
-  SELECT *
-  FROM (
-    SELECT h.*,
-      ROW_NUMBER() OVER (PARTITION BY h.opportunity_id ORDER BY h.created_date DESC, h.id DESC) AS change_rank
-    FROM known.opportunity_history AS h
-  ) AS ranked
-  WHERE change_rank = 1
+  SELECT h.opportunity_id,
+    first_value(h.created_date ORDER BY h.created_date DESC, h.id DESC) AS created_date,
+    first_value(h.stage_name ORDER BY h.created_date DESC, h.id DESC) AS stage_name,
+    first_value(h.amount ORDER BY h.created_date DESC, h.id DESC) AS amount,
+    first_value(h.close_date ORDER BY h.created_date DESC, h.id DESC) AS close_date,
+    first_value(h.probability ORDER BY h.created_date DESC, h.id DESC) AS probability,
+    first_value(h.forecast_category ORDER BY h.created_date DESC, h.id DESC) AS forecast_category
+  FROM known.opportunity_history AS h
+  GROUP BY h.opportunity_id
 )
 SELECT
   o.id,

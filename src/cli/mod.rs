@@ -304,19 +304,31 @@ pub enum Command {
         #[arg(long)]
         week_starts_sunday: bool,
     },
-    /// Time the cadence on a scaled generated lake: wall time and peak memory per step.
+    /// Time the cadences and each step on generated lakes at several scales (each unit its own
+    /// process: wall, CPU, peak memory), with DuckDB doing the same work beside (--duckdb).
     Bench {
-        #[arg(long, default_value_t = 100_000)]
-        opportunities: u64,
-        /// Reuse the lake as it is instead of generating it.
+        /// One scale (deals in the lake); --scales takes several.
+        #[arg(long, conflicts_with = "scales")]
+        opportunities: Option<u64>,
+        /// Comma-separated scales, e.g. 10000,100000,1000000 (default 10000,100000).
+        #[arg(long, value_delimiter = ',')]
+        scales: Vec<u64>,
+        /// Reuse each scale's lake (<lake>/deals-<n>) where it exists instead of generating it.
         #[arg(long)]
         skip_generate: bool,
-        /// The as-of date of the timed run.
-        #[arg(long, default_value = "2026-06-30")]
+        /// The as-of date of the timed runs.
+        #[arg(long, default_value = "2026-06-28")]
         as_of: NaiveDate,
-        /// Also run the sales-led funnel in DuckDB (this Python must have the duckdb package).
+        /// Also run the staging and funnel units in DuckDB (this Python must have the duckdb package).
         #[arg(long)]
         duckdb: Option<String>,
+        /// Only these units (staging, validate, funnel, kpis, risk, patterns, weekly cadence,
+        /// monthly cadence); all by default.
+        #[arg(long = "unit")]
+        units: Vec<String>,
+        /// Also write the results: FILE.md (Markdown table), FILE.svg (time against scale), FILE.json.
+        #[arg(long)]
+        report: Option<PathBuf>,
     },
     /// Print the lake contract as Markdown (data/contract/CONTRACT.md is this output).
     Contract,
@@ -465,14 +477,24 @@ pub async fn run(cli: Cli) -> Result<()> {
             let session = open_for_reading(&lake, AsOf(as_of)).await?;
             Ok(write!(out, "{}", query::describe(&session, &table).await?)?)
         }
-        Command::Bench { opportunities, skip_generate, as_of, duckdb } => {
-            let steps = bench::run(&lake, opportunities, skip_generate, as_of, duckdb.as_deref()).await?;
-            let label = if skip_generate {
-                lake.url.to_string()
-            } else {
-                format!("{} ({opportunities} opportunities)", lake.url)
+        Command::Bench { opportunities, scales, skip_generate, as_of, duckdb, units, report } => {
+            let scales = match (opportunities, scales.is_empty()) {
+                (Some(n), _) => vec![n],
+                (None, true) => vec![10_000, 100_000],
+                (None, false) => scales,
             };
-            Ok(write!(out, "{}", bench::render(&steps, &label))?)
+            let opts = bench::Options { scales, skip_generate, as_of, duckdb, units };
+            let measures = bench::run(&lake, &opts, &mut std::io::stderr()).await?;
+            if let Some(path) = report {
+                let with = |ext: &str| path.with_extension(ext);
+                std::fs::write(with("md"), bench::markdown(&measures))?;
+                std::fs::write(with("svg"), bench::svg(&measures))?;
+                std::fs::write(
+                    with("json"),
+                    serde_json::to_string_pretty(&measures).map_err(|e| Error::Other(e.to_string()))?,
+                )?;
+            }
+            Ok(write!(out, "{}", bench::render(&measures, lake.url.as_str()))?)
         }
     }
 }

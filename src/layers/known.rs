@@ -1,13 +1,21 @@
 //! The known layer: each raw table read with contract columns and types, reduced to the version
 //! of every row known as of the run date (`sql/staging/_known_as_of.sql`), as `known.<table>`.
 
-use datafusion::arrow::datatypes::DataType;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use async_trait::async_trait;
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::catalog::{Session, TableProvider};
+use datafusion::datasource::TableType;
+use datafusion::logical_expr::{Expr, LogicalPlan, TableProviderFilterPushDown};
+use datafusion::physical_plan::ExecutionPlan;
 
 use crate::error::{Error, Result};
 use crate::lake::contract::{ColumnType, cdc_columns, quote};
 use crate::lake::inspect::Landed;
 use crate::lake::profile::{CONCEPTS, in_contract, stages_sql};
-use crate::layers::LakeSession;
+use crate::layers::{LakeSession, shared};
 
 const KNOWN_TEMPLATE: &str = repo_file!("sql/staging/_known_as_of.sql");
 
@@ -16,10 +24,7 @@ const KNOWN_TEMPLATE: &str = repo_file!("sql/staging/_known_as_of.sql");
 /// names landed columns outside the contract that the lake profile reads (as text, lower-case name).
 pub fn conformed_sql(landed: &Landed, extra: &[String]) -> String {
     let table = &landed.table;
-    let mut columns = table.all_columns();
-    if !table.cdc {
-        columns.extend(cdc_columns());
-    }
+    let columns = conformed_columns(landed);
     let select: Vec<String> = columns
         .iter()
         .map(|col| {
@@ -37,6 +42,24 @@ pub fn conformed_sql(landed: &Landed, extra: &[String]) -> String {
     format!("(SELECT {} FROM raw.{})", select.join(", "), quote(&table.name))
 }
 
+/// The contract columns of a conformed table (CDC columns included, landed or not).
+fn conformed_columns(landed: &Landed) -> Vec<crate::lake::contract::Column> {
+    let mut columns = landed.table.all_columns();
+    if !landed.table.cdc {
+        columns.extend(cdc_columns());
+    }
+    columns
+}
+
+/// The column names of `conformed_sql`'s result, in order.
+fn conformed_names(landed: &Landed, extra: &[String]) -> Vec<String> {
+    conformed_columns(landed)
+        .into_iter()
+        .map(|c| c.name)
+        .chain(extra.iter().filter(|n| landed.field(n).is_some()).map(|n| n.to_lowercase()))
+        .collect()
+}
+
 /// Registers `known.<table>` for one inspected table (after its `raw` table).
 pub async fn register(session: &LakeSession, landed: &Landed) -> Result<()> {
     let table = &landed.table;
@@ -44,10 +67,14 @@ pub async fn register(session: &LakeSession, landed: &Landed) -> Result<()> {
     if table.name == "opportunity_stage" && !landed.present() && !session.profile.stages.is_empty() {
         let sql = stages_sql(&session.profile.stages);
         let view = session.ctx.sql(&sql).await?.into_view();
-        session.ctx.register_table("known.opportunity_stage", view)?;
+        session.ctx.register_table(
+            "known.opportunity_stage",
+            shared::wrap(session.fingerprint, "known.opportunity_stage", view),
+        )?;
         return Ok(());
     }
-    let conformed = conformed_sql(landed, &profile_columns(session, landed));
+    let extra = profile_columns(session, landed);
+    let conformed = conformed_sql(landed, &extra);
     // A known_at column the lake does not carry (optional in the contract): every row is known
     // from the start; `validate` reports the table as not time-travelled.
     let known_filter = match &table.known_at {
@@ -56,21 +83,130 @@ pub async fn register(session: &LakeSession, landed: &Landed) -> Result<()> {
         }
         _ => "TRUE".into(),
     };
-    let key = table.key.iter().map(|k| format!("c.\"{k}\"")).collect::<Vec<_>>().join(", ");
-    let sql = session.fill(
-        &KNOWN_TEMPLATE
-            .replace("{{conformed}}", &conformed)
-            .replace("{{key}}", &key)
-            .replace("{{known_filter}}", &known_filter),
+    let names = conformed_names(landed, &extra);
+    let key: Vec<String> = table.key.iter().map(|k| quote(k)).collect();
+    // first_value has a hash-grouped accumulator for numbers, dates, timestamps and text but not
+    // for booleans: those cross as 0/1 and back, or millions of keys would each get an accumulator.
+    let booleans: Vec<String> = conformed_columns(landed)
+        .into_iter()
+        .filter(|c| c.ty == ColumnType::Bool)
+        .map(|c| c.name)
+        .chain(["_version_exact".to_string()])
+        .collect();
+    let picks: Vec<String> = names
+        .iter()
+        .filter(|n| !table.key.contains(n))
+        .chain(["_version_at".to_string(), "_version_exact".to_string()].iter())
+        .map(|n| {
+            let q = quote(n);
+            if booleans.contains(n) {
+                format!("CAST(first_value(CAST({q} AS TINYINT) ORDER BY _version_key DESC) AS BOOLEAN) AS {q}")
+            } else {
+                format!("first_value({q} ORDER BY _version_key DESC) AS {q}")
+            }
+        })
+        .collect();
+    let columns = names.iter().map(|n| quote(n)).collect::<Vec<_>>().join(", ");
+    let plan = |latest: &str| {
+        session.fill(
+            &KNOWN_TEMPLATE
+                .replace("{{latest}}", latest)
+                .replace("{{columns}}", &columns)
+                .replace("{{conformed}}", &conformed)
+                .replace("{{known_filter}}", &known_filter),
+        )
+    };
+    let deduplicated =
+        plan(&format!("SELECT {k}, {} FROM versions GROUP BY {k}", picks.join(", "), k = key.join(", ")));
+    let as_landed = plan("SELECT * FROM versions");
+    let keys = table.key.iter().map(|k| format!("c.\"{k}\"")).collect::<Vec<_>>().join(", ");
+    let check = format!(
+        "SELECT COUNT(*) AS repeated FROM (SELECT {keys} FROM {conformed} AS c WHERE {known_filter} \
+         GROUP BY {keys} HAVING COUNT(*) > 1) AS r"
     );
-    let view = session
-        .ctx
-        .sql(&sql)
-        .await
-        .map_err(|e| Error::Other(format!("known.{} (sql/staging/_known_as_of.sql) does not plan: {e}", table.name)))?
-        .into_view();
-    session.ctx.register_table(format!("known.{}", table.name), view)?;
+    let name = format!("known.{}", table.name);
+    let plan_err = |e: datafusion::error::DataFusionError| {
+        Error::Other(format!("{name} (sql/staging/_known_as_of.sql) does not plan: {e}"))
+    };
+    let known = KnownTable {
+        key: (session.fingerprint, name.clone()),
+        deduplicated: session.ctx.sql(&deduplicated).await.map_err(plan_err)?.into_view(),
+        as_landed: session.ctx.sql(&as_landed).await.map_err(plan_err)?.into_view(),
+        check: session.ctx.sql(&check).await.map_err(plan_err)?.into_unoptimized_plan(),
+    };
+    session.ctx.register_table(name.as_str(), shared::wrap(session.fingerprint, &name, Arc::new(known)))?;
     Ok(())
+}
+
+/// Whether each table's keys were each known once (so no de-duplication is needed), per lake
+/// fingerprint and table: decided by one aggregate at the first scan, then remembered.
+fn unique_keys() -> &'static Mutex<HashMap<(u64, String), bool>> {
+    static UNIQUE: OnceLock<Mutex<HashMap<(u64, String), bool>>> = OnceLock::new();
+    UNIQUE.get_or_init(Default::default)
+}
+
+/// `known.<table>`: the latest version of each row known as of the run date. The plan is chosen at
+/// the first scan: where one aggregate shows no key known twice, the versions are the rows and no
+/// de-duplication runs; otherwise a hash aggregate keeps the winning version of each key.
+struct KnownTable {
+    key: (u64, String),
+    deduplicated: Arc<dyn TableProvider>,
+    as_landed: Arc<dyn TableProvider>,
+    check: LogicalPlan,
+}
+
+impl std::fmt::Debug for KnownTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KnownTable").field("table", &self.key.1).finish()
+    }
+}
+
+impl KnownTable {
+    async fn keys_unique(&self, state: &dyn Session) -> datafusion::error::Result<bool> {
+        if let Some(unique) = unique_keys().lock().expect("lock").get(&self.key) {
+            return Ok(*unique);
+        }
+        let plan = state.create_physical_plan(&self.check).await?;
+        let batches = datafusion::physical_plan::collect(plan, state.task_ctx()).await?;
+        let repeated = batches
+            .first()
+            .and_then(|b| {
+                b.column(0).as_any().downcast_ref::<datafusion::arrow::array::Int64Array>().map(|a| a.value(0))
+            })
+            .unwrap_or(1);
+        let unique = repeated == 0;
+        unique_keys().lock().expect("lock").insert(self.key.clone(), unique);
+        Ok(unique)
+    }
+}
+
+#[async_trait]
+impl TableProvider for KnownTable {
+    fn schema(&self) -> SchemaRef {
+        self.deduplicated.schema()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::View
+    }
+
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> datafusion::error::Result<Vec<TableProviderFilterPushDown>> {
+        Ok(vec![TableProviderFilterPushDown::Exact; filters.len()])
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
+        let view = if self.keys_unique(state).await? { &self.as_landed } else { &self.deduplicated };
+        view.scan(state, projection, filters, limit).await
+    }
 }
 
 /// Landed columns outside the contract that a profile rule for this table reads.

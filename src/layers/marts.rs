@@ -2,7 +2,7 @@
 //! the risk flags read), registered as `mart.<table>` views over staging.
 
 use crate::error::Result;
-use crate::layers::LakeSession;
+use crate::layers::{LakeSession, shared};
 
 /// Mart views (name, file, SQL), in dependency order (`stage_exit` reads `deal`).
 pub const MART_SQL: &[(&str, &str, &str)] = &[
@@ -17,7 +17,8 @@ pub const MART_SQL: &[(&str, &str, &str)] = &[
 pub async fn register(session: &LakeSession) -> Result<()> {
     for (name, file, sql) in MART_SQL {
         let view = session.declared(sql, file).await?.into_view();
-        session.ctx.register_table(format!("mart.{name}"), view)?;
+        let table = format!("mart.{name}");
+        session.ctx.register_table(table.as_str(), shared::wrap(session.fingerprint, &table, view))?;
     }
     Ok(())
 }

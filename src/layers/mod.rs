@@ -10,6 +10,7 @@ pub mod marts;
 pub mod org;
 pub mod raw;
 pub mod session;
+pub mod shared;
 pub mod staging;
 
 use chrono::{Days, NaiveDate};

@@ -22,6 +22,9 @@ pub struct LakeSession {
     pub landed: Vec<Landed>,
     /// The lake's conventions (lake.toml or --profile over data/profiles/default.toml).
     pub profile: Profile,
+    /// What the lake layers are a function of (files, as-of date, profile): the key of the
+    /// process's shared as-of tables.
+    pub fingerprint: u64,
 }
 
 impl LakeSession {
@@ -37,21 +40,15 @@ impl LakeSession {
             .with_default_catalog_and_schema("datafusion", "staging")
             .with_information_schema(true)
             .with_target_partitions(std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).max(2));
-        // With GTM_LOOP_MEMORY_LIMIT set, sorts and joins spill to disk past that budget. Unset, the
-        // pool is unbounded: DataFusion 55 cannot spill every merge, so a default cap made large
-        // validations fail that fit in memory (see the closing notes of the lake-foundation issue).
-        let mut builder = datafusion::execution::runtime_env::RuntimeEnvBuilder::new();
-        if let Some(limit) = memory_limit() {
-            builder = builder.with_memory_limit(limit, 1.0);
-        }
-        let runtime = builder.build_arc()?;
+        let runtime = runtime()?;
         let ctx = SessionContext::new_with_config_rt(config, runtime);
         lake.register(&ctx);
         let catalog = ctx.catalog("datafusion").ok_or_else(|| Error::Other("no default catalog".into()))?;
         for (schema, _) in SCHEMAS {
             catalog.register_schema(schema, Arc::new(MemorySchemaProvider::new()))?;
         }
-        let session = LakeSession { ctx, lake: lake.clone(), as_of, landed, profile };
+        let mut session = LakeSession { ctx, lake: lake.clone(), as_of, landed, profile, fingerprint: 0 };
+        session.fingerprint = crate::layers::shared::fingerprint(&session);
         for landed in &session.landed {
             raw::register(&session, landed).await?;
             known::register(&session, landed).await?;
@@ -76,25 +73,23 @@ impl LakeSession {
             .map_err(|e| Error::Other(format!("{source} does not run: {e}")))
     }
 
-    /// Replaces a registered view by its rows, computed once: the as-of views (a window over every
-    /// CDC version of the table) are otherwise recomputed at every reference, and a query that
-    /// reads a staged table in several joins, slice after slice, recomputes it each time. The rows
-    /// are the view's own as of this session, so nothing about what is visible changes; they are
-    /// spread over the session's partitions so later scans stay parallel. Returns the row count.
-    pub async fn materialise(&self, table: &str) -> Result<usize> {
-        let df = self.ctx.table(table).await.map_err(|e| Error::Other(format!("cannot materialise {table}: {e}")))?;
-        let schema = Arc::new(df.schema().as_arrow().clone());
-        let batches = df.collect().await.map_err(|e| Error::Other(format!("cannot materialise {table}: {e}")))?;
-        let rows = batches.iter().map(|b| b.num_rows()).sum();
-        let n = self.ctx.state().config().target_partitions().max(1);
-        let mut partitions: Vec<Vec<RecordBatch>> = vec![Vec::new(); n];
-        for (i, b) in batches.into_iter().enumerate() {
-            partitions[i % n].push(b);
+    /// Makes sure a table is computed once for the queries that follow, not at every reference.
+    /// A shared layer table (see `layers::shared`) already is, and is left alone: it keeps only
+    /// the columns queries use. Any other registered view is replaced by its rows.
+    pub async fn materialise(&self, table: &str) -> Result<()> {
+        let provider = self
+            .ctx
+            .table_provider(table)
+            .await
+            .map_err(|e| Error::Other(format!("cannot materialise {table}: {e}")))?;
+        if provider.is::<crate::layers::shared::SharedTable>() {
+            return Ok(());
         }
-        let mem = datafusion::datasource::MemTable::try_new(schema, partitions)?;
+        let df = self.ctx.table(table).await.map_err(|e| Error::Other(format!("cannot materialise {table}: {e}")))?;
+        let cached = df.cache().await.map_err(|e| Error::Other(format!("cannot materialise {table}: {e}")))?;
         let _ = self.ctx.deregister_table(table)?;
-        self.ctx.register_table(table, Arc::new(mem))?;
-        Ok(rows)
+        self.ctx.register_table(table, cached.into_view())?;
+        Ok(())
     }
 
     /// Every contract problem found while inspecting the lake.
@@ -188,20 +183,80 @@ impl LakeSession {
     }
 }
 
-/// The query memory budget from GTM_LOOP_MEMORY_LIMIT ("4G", "512M", bytes), if set.
+/// A runtime over the one spilling memory pool every session of this process shares (see
+/// `memory_limit`), so two sessions open at once (a job and the outputs it reads) share one budget.
+/// Object stores stay per session: two lakes in one process never see each other's credentials.
+fn runtime() -> Result<Arc<datafusion::execution::runtime_env::RuntimeEnv>> {
+    use datafusion::execution::memory_pool::{FairSpillPool, MemoryPool};
+    static POOL: std::sync::OnceLock<Option<Arc<dyn MemoryPool>>> = std::sync::OnceLock::new();
+    let pool =
+        POOL.get_or_init(|| memory_limit().map(|limit| Arc::new(FairSpillPool::new(limit)) as Arc<dyn MemoryPool>));
+    let mut builder = datafusion::execution::runtime_env::RuntimeEnvBuilder::new();
+    if let Some(pool) = pool {
+        builder = builder.with_memory_pool(pool.clone());
+    }
+    Ok(builder.build_arc()?)
+}
+
+/// The query memory budget: GTM_LOOP_MEMORY_LIMIT ("4G", "512M", bytes, "0" for none) or, unset,
+/// half of the machine's (or container's) memory. Sorts, joins and aggregates past it spill to disk
+/// (a fair-share spilling pool), so ten times the data costs time, not an out-of-memory kill.
 pub fn memory_limit() -> Option<usize> {
-    let v = std::env::var("GTM_LOOP_MEMORY_LIMIT").ok()?;
+    match std::env::var("GTM_LOOP_MEMORY_LIMIT") {
+        Ok(v) => match parse_bytes(&v) {
+            Some(0) => None,
+            Some(n) => Some(n),
+            None => {
+                eprintln!("warning: GTM_LOOP_MEMORY_LIMIT={v} is not a size like 4G or 512M; using the default");
+                Some(machine_memory() / 2)
+            }
+        },
+        Err(_) => Some(machine_memory() / 2),
+    }
+}
+
+/// A size like "4G", "512M", "64K" or plain bytes.
+pub fn parse_bytes(v: &str) -> Option<usize> {
     let v = v.trim().to_ascii_uppercase();
+    let v = v.strip_suffix("IB").or_else(|| v.strip_suffix('B')).unwrap_or(&v).to_string();
     let (num, mult) = match v.chars().last() {
         Some('G') => (&v[..v.len() - 1], 1usize << 30),
         Some('M') => (&v[..v.len() - 1], 1usize << 20),
+        Some('K') => (&v[..v.len() - 1], 1usize << 10),
         _ => (v.as_str(), 1usize),
     };
-    match num.parse::<f64>() {
-        Ok(n) => Some((n * mult as f64) as usize),
-        Err(_) => {
-            eprintln!("warning: GTM_LOOP_MEMORY_LIMIT={v} is not a size like 4G or 512M; no limit set");
-            None
-        }
+    let n = num.trim().parse::<f64>().ok().filter(|n| *n >= 0.0)?;
+    Some((n * mult as f64) as usize)
+}
+
+/// The memory this process may use: the cgroup limit where one is set (a container), else the
+/// machine's total (/proc/meminfo); 4 GiB where neither can be read.
+pub fn machine_memory() -> usize {
+    let cgroup = std::fs::read_to_string("/sys/fs/cgroup/memory.max").ok().and_then(|s| s.trim().parse::<usize>().ok());
+    let total = std::fs::read_to_string("/proc/meminfo").ok().and_then(|s| {
+        let line = s.lines().find(|l| l.starts_with("MemTotal:"))?.to_string();
+        line.split_whitespace().nth(1)?.parse::<usize>().ok().map(|kib| kib << 10)
+    });
+    match (cgroup, total) {
+        (Some(c), Some(t)) => c.min(t),
+        (Some(c), None) => c,
+        (None, Some(t)) => t,
+        (None, None) => 4 << 30,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse() {
+        assert_eq!(parse_bytes("4G"), Some(4 << 30));
+        assert_eq!(parse_bytes("512m"), Some(512 << 20));
+        assert_eq!(parse_bytes("2GiB"), Some(2 << 30));
+        assert_eq!(parse_bytes("1000"), Some(1000));
+        assert_eq!(parse_bytes("0"), Some(0));
+        assert_eq!(parse_bytes("lots"), None);
+        assert_eq!(parse_bytes("-1G"), None);
     }
 }

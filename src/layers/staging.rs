@@ -2,7 +2,7 @@
 //! as-of filtered over `known`, registered as `staging.<table>` views.
 
 use crate::error::Result;
-use crate::layers::LakeSession;
+use crate::layers::{LakeSession, shared};
 
 macro_rules! staging_sql {
     ($($name:literal),* $(,)?) => {
@@ -37,7 +37,8 @@ pub const STAGING_SQL: &[(&str, &str)] = staging_sql!(
 pub async fn register(session: &LakeSession) -> Result<()> {
     for (name, sql) in STAGING_SQL {
         let view = session.declared(sql, &format!("sql/staging/{name}.sql")).await?.into_view();
-        session.ctx.register_table(format!("staging.{name}"), view)?;
+        let table = format!("staging.{name}");
+        session.ctx.register_table(table.as_str(), shared::wrap(session.fingerprint, &table, view))?;
     }
     Ok(())
 }

@@ -258,6 +258,16 @@ async fn cache_known(session: &LakeSession, table: &Table) -> Result<String> {
     // A rule column that a check reads too is held once.
     let mut seen = std::collections::HashSet::new();
     checked.retain(|c| seen.insert(c.clone()));
+    // The shared as-of table: computed once with every column a check reads, and kept for the
+    // jobs after validate (a cadence run's funnels and risk read the same known rows).
+    let known = format!("known.{}", table.name);
+    if crate::layers::shared::warm(session, &known, &checked).await? {
+        session.ctx.register_table(
+            format!("validate_cache.{}", table.name),
+            session.ctx.table_provider(known.as_str()).await?,
+        )?;
+        return Ok(format!("validate_cache.{}", quote(&table.name)));
+    }
     let cached = session
         .ctx
         .sql(&format!("SELECT {} FROM known.{}", checked.join(", "), quote(&table.name)))

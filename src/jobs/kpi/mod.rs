@@ -134,10 +134,7 @@ pub async fn compute(
     let mut units = units_of(&members);
     // Every KPI reads the same few marts: compute each once for this run, not once per KPI.
     for name in ["deal", "stage_exit", "activity", "quota_day"] {
-        let table = format!("mart.{name}");
-        let cached = session.ctx.table(table.as_str()).await?.cache().await?;
-        session.ctx.deregister_table(table.as_str())?;
-        session.ctx.register_table(table.as_str(), cached.into_view())?;
+        session.materialise(&format!("mart.{name}")).await?;
     }
     let first = session
         .ctx
@@ -463,11 +460,14 @@ pub async fn prepare(
     let started = std::time::Instant::now();
     let as_of = session.as_of.0.ok_or_else(|| Error::Other("the KPI job needs --as-of YYYY-MM-DD".into()))?;
     let computed = compute(session, job, catalog, fiscal_year_start_month, week_starts_sunday).await?;
+    let computed_ms = started.elapsed().as_millis() as u64;
     let interventions = intervention::plan(session, job, catalog, &computed.cells, &computed.units, as_of).await;
+    let planned_ms = started.elapsed().as_millis() as u64 - computed_ms;
     let mut run = RunWriter::begin(&session.lake, "kpis", session.as_of);
     run.record_inputs(session);
     run.set_playbook_version(format!("kpi_catalog {}", catalog.version));
-    run.timing("compute", started.elapsed().as_millis() as u64);
+    run.timing("compute", computed_ms);
+    run.timing("interventions", planned_ms);
     for (id, ms) in &computed.timings_ms {
         run.timing(&format!("kpi:{id}"), *ms);
     }
@@ -481,7 +481,9 @@ pub async fn prepare(
     let cal = Calendar { grain: Grain::Quarter, fiscal_year_start_month, week_starts_sunday };
     let current = period_of(&cal, as_of);
     let quarter = if current.end <= as_of { current } else { period_of(&cal, current.start - Days::new(1)) };
+    let segments_started = std::time::Instant::now();
     let segments = segments(session, quarter).await?;
+    run.timing("segments", segments_started.elapsed().as_millis() as u64);
     run.write_table("kpi_segments", segment_schema(), &[segment_batch(&segments, quarter)?]).await?;
     Ok(Prepared { run, as_of, computed, interventions, segments, segment_quarter: quarter, started })
 }

@@ -1,0 +1,259 @@
+//! The run's shared as-of tables: every `known`, `staging` and `mart` table is computed at most once
+//! per lake snapshot and as-of date, with only the columns the queries used, and then read from
+//! memory by every later query, job and cadence step of the same process.
+//!
+//! DataFusion re-plans a view at each reference and does not share common sub-plans, so a funnel
+//! that reads `staging.opportunity` in six joins would otherwise de-duplicate the CDC versions of
+//! every deal six times. A table here is a wrapper around its view: the first scan runs the view
+//! with the columns it was asked for and keeps the rows; a later scan that needs no other column is
+//! served from them; one that needs more recomputes with the union of both column sets, once.
+//!
+//! What makes sharing correct is the key: a fingerprint of everything the layers are a function of
+//! (the lake's location, the as-of date, the lake profile, and every landed file's path, size,
+//! modification time and e-tag). A file landed between two steps changes the fingerprint, so a
+//! later step never reads rows of an older snapshot. Published outputs and logs are never wrapped:
+//! they change within a run. Memory is bounded: least recently used tables are dropped past a
+//! budget (`GTM_LOOP_TABLE_CACHE`, default a quarter of the machine's memory; `0` turns sharing off).
+
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use async_trait::async_trait;
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::catalog::{Session, TableProvider};
+use datafusion::datasource::TableType;
+use datafusion::datasource::memory::MemorySourceConfig;
+use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
+use datafusion::physical_plan::ExecutionPlan;
+
+use crate::layers::LakeSession;
+
+/// One computed table: the columns it holds (indices into the view's schema, ascending) and rows.
+struct Entry {
+    columns: Vec<usize>,
+    schema: SchemaRef,
+    partitions: Vec<Vec<RecordBatch>>,
+    bytes: usize,
+    used: u64,
+}
+
+#[derive(Default)]
+struct Cache {
+    entries: HashMap<(u64, String), Entry>,
+    /// One lock per table, so a table is computed once even when several queries ask at once
+    /// (and a staging table can compute the known table it reads while holding its own).
+    locks: HashMap<(u64, String), Arc<tokio::sync::Mutex<()>>>,
+    bytes: usize,
+    tick: u64,
+    computed: u64,
+    served: u64,
+}
+
+fn cache() -> &'static Mutex<Cache> {
+    static CACHE: OnceLock<Mutex<Cache>> = OnceLock::new();
+    CACHE.get_or_init(Default::default)
+}
+
+/// How often tables were computed and served from memory in this process, and the bytes held.
+pub fn stats() -> (u64, u64, usize) {
+    let c = cache().lock().expect("cache lock");
+    (c.computed, c.served, c.bytes)
+}
+
+/// The memory the shared tables may hold, from GTM_LOOP_TABLE_CACHE ("2G", "0") or a quarter of
+/// the machine's (or container's) memory.
+pub fn budget() -> usize {
+    match std::env::var("GTM_LOOP_TABLE_CACHE") {
+        Ok(v) => crate::layers::session::parse_bytes(&v).unwrap_or(0),
+        Err(_) => crate::layers::session::machine_memory() / 4,
+    }
+}
+
+/// The fingerprint of everything the lake layers of a session are a function of.
+pub fn fingerprint(session: &LakeSession) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    session.lake.url.as_str().hash(&mut h);
+    session.as_of.label().hash(&mut h);
+    format!("{:?}", session.profile).hash(&mut h);
+    for landed in &session.landed {
+        landed.table.name.hash(&mut h);
+        format!("{:?}", landed.schema).hash(&mut h);
+        for f in &landed.files {
+            f.location.as_ref().hash(&mut h);
+            f.size.hash(&mut h);
+            f.last_modified.timestamp_micros().hash(&mut h);
+            f.e_tag.hash(&mut h);
+        }
+    }
+    h.finish()
+}
+
+/// A layer table served from the process's shared tables (see the module doc).
+pub struct SharedTable {
+    key: (u64, String),
+    view: Arc<dyn TableProvider>,
+}
+
+impl std::fmt::Debug for SharedTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedTable").field("table", &self.key.1).finish()
+    }
+}
+
+/// Wraps a registered view so it is computed once per fingerprint; with a zero budget, the view.
+pub fn wrap(fingerprint: u64, name: &str, view: Arc<dyn TableProvider>) -> Arc<dyn TableProvider> {
+    if budget() == 0 {
+        return view;
+    }
+    Arc::new(SharedTable { key: (fingerprint, name.to_string()), view })
+}
+
+impl SharedTable {
+    /// The held rows, if they carry every column of `wanted`, as a scan with that projection.
+    fn served(&self, wanted: &[usize]) -> datafusion::error::Result<Option<Arc<dyn ExecutionPlan>>> {
+        let mut c = cache().lock().expect("cache lock");
+        c.tick += 1;
+        let tick = c.tick;
+        let Some(entry) = c.entries.get_mut(&self.key) else { return Ok(None) };
+        let Some(projection) =
+            wanted.iter().map(|w| entry.columns.iter().position(|c| c == w)).collect::<Option<Vec<_>>>()
+        else {
+            return Ok(None);
+        };
+        entry.used = tick;
+        let plan = MemorySourceConfig::try_new_exec(&entry.partitions, entry.schema.clone(), Some(projection))?;
+        c.served += 1;
+        Ok(Some(plan))
+    }
+
+    fn held_columns(&self) -> Vec<usize> {
+        let c = cache().lock().expect("cache lock");
+        c.entries.get(&self.key).map(|e| e.columns.clone()).unwrap_or_default()
+    }
+
+    /// Keeps computed rows, dropping least recently used tables past the budget.
+    fn keep(&self, entry: Entry) {
+        let budget = budget();
+        let mut c = cache().lock().expect("cache lock");
+        if let Some(old) = c.entries.remove(&self.key) {
+            c.bytes -= old.bytes;
+        }
+        c.computed += 1;
+        c.bytes += entry.bytes;
+        c.entries.insert(self.key.clone(), entry);
+        while c.bytes > budget && c.entries.len() > 1 {
+            let Some(oldest) =
+                c.entries.iter().filter(|(k, _)| **k != self.key).min_by_key(|(_, e)| e.used).map(|(k, _)| k.clone())
+            else {
+                break;
+            };
+            if let Some(e) = c.entries.remove(&oldest) {
+                c.bytes -= e.bytes;
+            }
+        }
+    }
+
+    fn lock(&self) -> Arc<tokio::sync::Mutex<()>> {
+        let mut c = cache().lock().expect("cache lock");
+        c.locks.entry(self.key.clone()).or_default().clone()
+    }
+}
+
+#[async_trait]
+impl TableProvider for SharedTable {
+    fn schema(&self) -> SchemaRef {
+        self.view.schema()
+    }
+
+    fn table_type(&self) -> TableType {
+        self.view.table_type()
+    }
+
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> datafusion::error::Result<Vec<TableProviderFilterPushDown>> {
+        // Filters stay above the scan: the held rows are the whole table (its used columns).
+        Ok(vec![TableProviderFilterPushDown::Unsupported; filters.len()])
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        _filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
+        let all: Vec<usize> = (0..self.view.schema().fields().len()).collect();
+        let wanted: Vec<usize> = projection.cloned().unwrap_or_else(|| all.clone());
+        if let Some(plan) = self.served(&wanted)? {
+            return Ok(plan);
+        }
+        let lock = self.lock();
+        let _guard = lock.lock().await;
+        // Another query may have computed it while this one waited.
+        if let Some(plan) = self.served(&wanted)? {
+            return Ok(plan);
+        }
+        let mut columns = self.held_columns();
+        columns.extend(wanted.iter().copied());
+        columns.sort_unstable();
+        columns.dedup();
+        if columns.is_empty() {
+            // A row count (COUNT(*)) needs no column, but a projection must keep one.
+            columns.push(0);
+        }
+        let plan = self.view.scan(state, Some(&columns), &[], None).await?;
+        let mut partitions = datafusion::physical_plan::collect_partitioned(plan, state.task_ctx()).await?;
+        if partitions.is_empty() {
+            partitions.push(Vec::new());
+        }
+        // The rows are served under the view's logical schema, which the queries above were planned
+        // against. A physical plan can differ from it (a UNION ALL of Utf8 and Utf8View comes out
+        // as the first input's type): cast such columns so a served scan matches its plan exactly.
+        let schema = Arc::new(self.view.schema().project(&columns)?);
+        for batch in partitions.iter_mut().flatten() {
+            if batch.schema().fields() != schema.fields() {
+                let cast = batch
+                    .columns()
+                    .iter()
+                    .zip(schema.fields())
+                    .map(|(c, f)| {
+                        if c.data_type() == f.data_type() {
+                            Ok(c.clone())
+                        } else {
+                            datafusion::arrow::compute::cast(c, f.data_type())
+                        }
+                    })
+                    .collect::<std::result::Result<Vec<_>, _>>()?;
+                let options =
+                    datafusion::arrow::array::RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
+                *batch = RecordBatch::try_new_with_options(schema.clone(), cast, &options)?;
+            }
+        }
+        let bytes = partitions.iter().flatten().map(|b| b.get_array_memory_size()).sum();
+        self.keep(Entry { columns, schema, partitions, bytes, used: 0 });
+        match self.served(&wanted)? {
+            Some(plan) => Ok(plan),
+            None => Err(datafusion::error::DataFusionError::Internal(format!(
+                "shared table {} lost its rows right after computing them",
+                self.key.1
+            ))),
+        }
+    }
+}
+
+/// Computes a shared table with the given columns now, so the queries that follow (each reading
+/// some of them) are all served from one computation. Any other table is left alone.
+pub async fn warm(session: &LakeSession, table: &str, columns: &[String]) -> crate::error::Result<bool> {
+    let provider = session.ctx.table_provider(table).await?;
+    let Some(shared) = provider.downcast_ref::<SharedTable>() else { return Ok(false) };
+    let schema = shared.schema();
+    let indices: Vec<usize> =
+        columns.iter().filter_map(|c| schema.fields().iter().position(|f| f.name() == c.trim_matches('"'))).collect();
+    let state = session.ctx.state();
+    shared.scan(&state, Some(&indices), &[], None).await?;
+    Ok(true)
+}
