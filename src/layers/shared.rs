@@ -49,6 +49,8 @@ struct Cache {
     tick: u64,
     computed: u64,
     served: u64,
+    /// How often each table was computed (tests read it: a table is computed once per snapshot).
+    computes: HashMap<(u64, String), u64>,
 }
 
 fn cache() -> &'static Mutex<Cache> {
@@ -60,6 +62,12 @@ fn cache() -> &'static Mutex<Cache> {
 pub fn stats() -> (u64, u64, usize) {
     let c = cache().lock().expect("cache lock");
     (c.computed, c.served, c.bytes)
+}
+
+/// How often one table of one snapshot has been computed in this process.
+pub fn computed_for(fingerprint: u64, table: &str) -> u64 {
+    let c = cache().lock().expect("cache lock");
+    c.computes.get(&(fingerprint, table.to_string())).copied().unwrap_or(0)
 }
 
 /// The memory the shared tables may hold, from GTM_LOOP_TABLE_CACHE ("2G", "0") or a quarter of
@@ -141,6 +149,7 @@ impl SharedTable {
             c.bytes -= old.bytes;
         }
         c.computed += 1;
+        *c.computes.entry(self.key.clone()).or_default() += 1;
         c.bytes += entry.bytes;
         c.entries.insert(self.key.clone(), entry);
         while c.bytes > budget && c.entries.len() > 1 {

@@ -286,7 +286,7 @@ fn stages(input: &Input, view: &View) -> Vec<Stage> {
 }
 
 fn card(input: &Input, view: &View, kpi: &Kpi) -> Card {
-    let (last, series) = review(input.cells, kpi, &view.root);
+    let (last, series) = review(&input.index, kpi, &view.root);
     let st = last.map(|c| c.status.as_str()).unwrap_or("not_enough_data");
     let diags = input
         .catalog
@@ -294,7 +294,7 @@ fn card(input: &Input, view: &View, kpi: &Kpi) -> Card {
         .iter()
         .filter(|d| !d.primary && d.stage == kpi.stage && d.domain == kpi.domain)
         .map(|d| {
-            let (dl, _) = review(input.cells, d, &view.root);
+            let (dl, _) = review(&input.index, d, &view.root);
             Diagnostic {
                 name: d.name.clone(),
                 value: value(d, dl),
@@ -378,7 +378,7 @@ fn drill(input: &Input, view: &View) -> Vec<Drill> {
             rows: ordered
                 .iter()
                 .filter_map(|u| {
-                    let (last, series) = review(input.cells, kpi, &u.id);
+                    let (last, series) = review(&input.index, kpi, &u.id);
                     let c = last?;
                     Some(DrillRow {
                         depth: level_rank(&u.level).saturating_sub(root_rank).min(3),
@@ -500,6 +500,7 @@ mod tests {
             run_id: "r1",
             catalog: &catalog,
             cells: &[],
+            index: Default::default(),
             units: &units,
             interventions: &[],
             funnels: &[],

@@ -15,7 +15,7 @@ pub fn markdown(input: &Input) -> String {
     for stage in STAGES {
         let _ = writeln!(m, "**{stage}**");
         for kpi in input.catalog.kpis.iter().filter(|k| k.stage == stage && k.primary) {
-            let (last, _) = review(input.cells, kpi, "company");
+            let (last, _) = review(&input.index, kpi, "company");
             let status = last.map(|c| c.status.as_str()).unwrap_or("not_enough_data");
             let ev = evidence(kpi, last);
             let _ = writeln!(

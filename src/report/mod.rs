@@ -27,6 +27,8 @@ pub struct Input<'a> {
     pub run_id: &'a str,
     pub catalog: &'a Catalog,
     pub cells: &'a [Cell],
+    /// `cells` by KPI, grain and unit.
+    pub index: CellIndex<'a>,
     pub units: &'a [Unit],
     pub interventions: &'a [Intervention],
     /// Funnel charts (journey, SVG) and bottleneck sentences, when the funnel job ran.
@@ -53,17 +55,27 @@ pub async fn publish(
     catalog: &Catalog,
 ) -> Result<(Vec<String>, String)> {
     // One read of the manifests for both inputs.
+    let started = std::time::Instant::now();
+    let lap = |run: &mut crate::outputs::run_writer::RunWriter, what: &str, since: &mut std::time::Instant| {
+        run.timing(&format!("report:{what}"), since.elapsed().as_millis() as u64);
+        *since = std::time::Instant::now();
+    };
+    let mut since = started;
     let runs = crate::outputs::registry::committed_runs(&session.lake).await?;
     let (funnels, bottlenecks) = inputs::funnel_artifacts(session, &runs).await?;
+    lap(&mut prepared.run, "funnels", &mut since);
     let risk = inputs::risk_lines(session, &runs).await?;
+    lap(&mut prepared.run, "risk", &mut since);
     let gaps = inputs::gaps(session, &runs);
     let learning = inputs::learning_lines(session).await?;
+    lap(&mut prepared.run, "learning", &mut since);
     let run_id = prepared.run.run_id().to_string();
     let input = Input {
         as_of: prepared.as_of,
         run_id: &run_id,
         catalog,
         cells: &prepared.computed.cells,
+        index: CellIndex::new(&prepared.computed.cells),
         units: &prepared.computed.units,
         interventions: &prepared.interventions,
         funnels: &funnels,
@@ -83,6 +95,7 @@ pub async fn publish(
         })
         .collect();
     let md = markdown(&input);
+    lap(&mut prepared.run, "render", &mut since);
     let mut reports = Vec::new();
     for (name, page) in pages {
         reports.push(prepared.run.write_artifact(&name, page.into_bytes()).await?);
@@ -173,10 +186,27 @@ pub(crate) fn subtree(units: &[Unit], root: &str) -> BTreeSet<String> {
         .collect()
 }
 
-pub(crate) fn review<'a>(cells: &'a [Cell], kpi: &Kpi, unit: &str) -> (Option<&'a Cell>, Vec<&'a Cell>) {
-    let mut series: Vec<&Cell> =
-        cells.iter().filter(|c| c.kpi_id == kpi.id && c.grain == kpi.grain && c.unit_id == unit).collect();
-    series.sort_by_key(|c| c.period_start);
+/// The cells of each (KPI, grain, unit), oldest period first: built once per report, so a page
+/// that reviews every KPI of every unit does not scan every cell each time.
+#[derive(Default)]
+pub struct CellIndex<'a>(HashMap<(&'a str, &'a str, &'a str), Vec<&'a Cell>>);
+
+impl<'a> CellIndex<'a> {
+    pub fn new(cells: &'a [Cell]) -> CellIndex<'a> {
+        let mut map: HashMap<(&str, &str, &str), Vec<&Cell>> = HashMap::new();
+        for c in cells {
+            map.entry((c.kpi_id.as_str(), c.grain.as_str(), c.unit_id.as_str())).or_default().push(c);
+        }
+        for series in map.values_mut() {
+            series.sort_by_key(|c| c.period_start);
+        }
+        CellIndex(map)
+    }
+}
+
+pub(crate) fn review<'a>(index: &CellIndex<'a>, kpi: &Kpi, unit: &str) -> (Option<&'a Cell>, Vec<&'a Cell>) {
+    let series: &[&Cell] =
+        index.0.get(&(kpi.id.as_str(), kpi.grain.as_str(), unit)).map(|v| v.as_slice()).unwrap_or(&[]);
     let complete: Vec<&Cell> = series.iter().copied().filter(|c| c.complete).collect();
     let last = complete.last().copied().or_else(|| series.iter().copied().find(|c| c.status == "not_instrumented"));
     let tail = complete.len().saturating_sub(8);
