@@ -315,3 +315,31 @@ fn no_planted_effect_reads_no_detectable_effect() {
     }
     assert!(none * 100 >= seeds.len() * 95, "{none} of {} null lakes read 'no detectable effect'", seeds.len());
 }
+
+#[test]
+fn a_readout_the_lake_cannot_measure_says_so_and_the_run_goes_on() {
+    // A lake without the stage catalog (and no stages declared in a lake profile) cannot say when
+    // a deal was won: the rollout's readout is a row that says so, and `proposals run` publishes.
+    let dir = tempdir();
+    let lake = dir.path().join("lake");
+    ok(&lake, &["generate", "--opportunities", "600"]);
+    std::fs::remove_dir_all(lake.join("raw/salesforce/opportunity_stage")).unwrap();
+    let key = "no-stages-rollout";
+    let record = serde_json::json!({
+        "record_id": record_id(&["decision", key]), "decision": "approved", "proposal_id": key,
+        "proposal_hash": "test", "by_user": "test", "by_name": "test", "decided_at": "2026-03-01T00:00:00Z",
+        "why": "simulated", "scope": "company", "parent_playbook": playbooks::hash(builtin_text()),
+        "changes": [], "new_playbook": playbooks::hash(builtin_text()), "new_label": "v1",
+        "effective_from": "2026-03-01", "treated_share": 0.8, "treated": ["U1"], "holdout": ["U2"],
+        "code_version": "test",
+    });
+    write(&lake, "log/audit/20260301-test.json", &record.to_string());
+    let readout = json_after(&ok(&lake, &["proposals", "readout", key, "--as-of", "2026-06-28"]));
+    assert_eq!(readout["verdict"], "cannot be measured", "{readout}");
+    assert!(readout["sentence"].as_str().unwrap().contains("opportunity_stage"), "names the table: {readout}");
+    let out = ok(&lake, &["proposals", "run", "--as-of", "2026-06-28"]);
+    assert!(out.contains("1 readouts") || out.contains(", 1 readout"), "{out}");
+    let rows = query(&lake, "SELECT verdict FROM output.readouts WHERE as_of_date = '2026-06-28'", None);
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(s(&rows[0], "verdict"), "cannot be measured");
+}

@@ -85,15 +85,12 @@ struct DealRow {
     won: Option<NaiveDate>,
 }
 
+/// What a readout reads that this lake lacks (when each deal was won), said with how to get it.
+fn missing_inputs(session: &LakeSession) -> Vec<String> {
+    session.missing(&["opportunity_history".to_string(), "opportunity_stage".to_string()])
+}
+
 async fn deals(session: &LakeSession) -> Result<Vec<DealRow>> {
-    let needs = ["opportunity_history".to_string(), "opportunity_stage".to_string()];
-    let missing = session.missing(&needs);
-    if !missing.is_empty() {
-        return Err(Error::Other(format!(
-            "a readout needs {} (when each deal was won); this lake does not land it",
-            missing.join(", ")
-        )));
-    }
     let mut out = Vec::new();
     for b in session.collect_declared(DEALS_SQL, "sql/learn/readout_deals.sql").await? {
         let (owner, created, won) = (strings(b.column(1))?, strings(b.column(2))?, strings(b.column(3))?);
@@ -129,7 +126,10 @@ pub async fn measure(session: &LakeSession, d: &Decision, target: &Target, as_of
         .as_deref()
         .and_then(|e| e.parse().ok())
         .ok_or_else(|| Error::Other(format!("proposal {} was not approved: no readout", d.proposal_id)))?;
-    let rows = deals(session).await?;
+    // A lake that does not land when deals were won cannot measure a rollout: that is this
+    // readout's answer (a row that says so), not a failure of the whole proposals run.
+    let missing = missing_inputs(session);
+    let rows = if missing.is_empty() { deals(session).await? } else { Vec::new() };
     let h = target.horizon_days;
     let matured_to = as_of - Days::new(h);
     let treated: BTreeSet<&str> = d.treated.iter().map(String::as_str).collect();
@@ -173,6 +173,13 @@ pub async fn measure(session: &LakeSession, d: &Decision, target: &Target, as_of
         verdict: "not enough data yet".into(),
         sentence: String::new(),
     };
+    if !missing.is_empty() {
+        out.verdict = "cannot be measured".into();
+        let gap = format!("a readout needs {} (when each deal was won)", missing.join(", "));
+        out.sentence = format!("Cannot be measured on this lake: {gap}.");
+        out.warnings.push(gap);
+        return Ok(out);
+    }
     if holdout.is_empty() {
         difference_in_differences(&rows, &treated, effective, matured_to, h, &mut out);
     } else {
