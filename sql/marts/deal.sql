@@ -31,7 +31,7 @@ SELECT
   -- Days from creation to close; NULL (not negative, not zero) when the close date is before the
   -- creation date: validate reports those as closed_before_created.
   CASE WHEN o.is_closed AND o.close_date >= CAST(o.created_date AS DATE)
-       THEN CAST(date_part('day', CAST(o.close_date AS TIMESTAMP) - date_trunc('day', o.created_date)) AS DOUBLE) END AS cycle_days,
+       THEN CAST(date_part('day', CAST(o.close_date AS TIMESTAMP(6)) - date_trunc('day', o.created_date)) AS DOUBLE) END AS cycle_days,
   o.lead_source,
   COALESCE(o.source_class, '(unknown)') AS source_class,
   o.deal_type,

@@ -12,7 +12,7 @@ FROM (
     first_value(h.close_date ORDER BY h.created_date DESC, h.id DESC) AS close_date,
     first_value(h.forecast_category ORDER BY h.created_date DESC, h.id DESC) AS forecast_category
   FROM mart.period AS p
-  JOIN staging.opportunity_history AS h ON h.created_date < CAST(p.period_start AS TIMESTAMP)
+  JOIN staging.opportunity_history AS h ON h.created_date < CAST(p.period_start AS TIMESTAMP(6))
   GROUP BY p.period_start, p.period_end, h.opportunity_id
 ) AS s
 JOIN mart.deal AS d ON d.id = s.opportunity_id

@@ -16,8 +16,9 @@
 --   3. only then drop deleted rows, and only when the delete was known: a row deleted after the
 --      as-of date (last_modified_date later) was still alive then.
 -- Rule 2 as one integer, higher wins: a version synced before the as-of end ranks by its time (in
--- nanoseconds); an undated version ranks below every dated one known in time; a version synced only
--- after the as-of end ranks below all of those, the earliest such first.
+-- microseconds, the unit timestamps are read in); an undated version ranks below every dated one
+-- known in time; a version synced only after the as-of end ranks below all of those, the earliest
+-- such first.
 WITH versions AS (
   SELECT
     c.*,

@@ -72,7 +72,7 @@ impl ColumnType {
             ColumnType::Float => "DOUBLE",
             ColumnType::Bool => "BOOLEAN",
             ColumnType::Date => "DATE",
-            ColumnType::Timestamp => "TIMESTAMP",
+            ColumnType::Timestamp => "TIMESTAMP(6)",
         }
     }
 

@@ -79,7 +79,7 @@ pub async fn register(session: &LakeSession, landed: &Landed) -> Result<()> {
     // from the start; `validate` reports the table as not time-travelled.
     let known_filter = match &table.known_at {
         Some(col) if landed.field(col).is_some() => {
-            format!("CAST(c.\"{col}\" AS TIMESTAMP) < {}", session.as_of.end_literal())
+            format!("CAST(c.\"{col}\" AS TIMESTAMP(6)) < {}", session.as_of.end_literal())
         }
         _ => "TRUE".into(),
     };

@@ -32,12 +32,15 @@ pub const SCHEMAS: &[(&str, &str)] = &[
 pub struct AsOf(pub Option<NaiveDate>);
 
 impl AsOf {
-    /// The first instant after the as-of date, as a SQL literal.
+    /// The first instant after the as-of date, as a SQL literal in microseconds (the unit the
+    /// lake's timestamps are read in: a nanosecond literal would make its version-key arithmetic
+    /// mix units, and a comparison would cast every row).
     pub fn end_literal(&self) -> String {
-        match self.0 {
-            Some(d) => format!("TIMESTAMP '{} 00:00:00'", d.checked_add_days(Days::new(1)).unwrap_or(d)),
-            None => "TIMESTAMP '2200-01-01 00:00:00'".to_string(),
-        }
+        let day = match self.0 {
+            Some(d) => d.checked_add_days(Days::new(1)).unwrap_or(d).to_string(),
+            None => "2200-01-01".to_string(),
+        };
+        format!("CAST(TIMESTAMP '{day} 00:00:00' AS TIMESTAMP(6))")
     }
 
     pub fn label(&self) -> String {
@@ -52,6 +55,6 @@ mod tests {
     #[test]
     fn as_of_end_is_the_next_midnight() {
         let a = AsOf(Some(NaiveDate::from_ymd_opt(2024, 2, 29).unwrap()));
-        assert_eq!(a.end_literal(), "TIMESTAMP '2024-03-01 00:00:00'");
+        assert_eq!(a.end_literal(), "CAST(TIMESTAMP '2024-03-01 00:00:00' AS TIMESTAMP(6))");
     }
 }

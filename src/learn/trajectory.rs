@@ -157,11 +157,16 @@ pub async fn build(session: &LakeSession) -> Result<Trajectory> {
     let weeks = week_days(session, as_of).await?;
     let values = if weeks.is_empty() {
         // No deals: one week end that no deal precedes keeps the SQL valid and the result empty.
-        "(TIMESTAMP '1900-01-01 00:00:00')".to_string()
+        "(CAST(TIMESTAMP '1900-01-01 00:00:00' AS TIMESTAMP(6)))".to_string()
     } else {
         weeks
             .iter()
-            .map(|d| format!("(TIMESTAMP '{} 00:00:00')", d.checked_add_days(Days::new(1)).unwrap_or(*d)))
+            .map(|d| {
+                format!(
+                    "(CAST(TIMESTAMP '{} 00:00:00' AS TIMESTAMP(6)))",
+                    d.checked_add_days(Days::new(1)).unwrap_or(*d)
+                )
+            })
             .collect::<Vec<_>>()
             .join(", ")
     };

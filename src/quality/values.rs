@@ -227,11 +227,11 @@ pub async fn future_date(cx: &TableCheck<'_>, col: &Column, out: &mut Vec<Findin
     let c = quote(&col.name);
     let limit = match session.as_of.0 {
         Some(d) if d > chrono::Utc::now().date_naive() => session.as_of.end_literal(),
-        _ => "CAST(now() AS TIMESTAMP)".to_string(),
+        _ => "CAST(now() AS TIMESTAMP(6))".to_string(),
     };
     let conformed = crate::layers::known::conformed_sql(cx.landed, &[]);
     let sql = format!(
-        "SELECT {}, CAST({c} AS VARCHAR) FROM {conformed} AS t WHERE CAST({c} AS TIMESTAMP) > {limit} ORDER BY 1",
+        "SELECT {}, CAST({c} AS VARCHAR) FROM {conformed} AS t WHERE CAST({c} AS TIMESTAMP(6)) > {limit} ORDER BY 1",
         cx.key_expr
     );
     let future = rows(session, &sql).await?;

@@ -24,7 +24,8 @@ pub struct CohortRow {
 
 pub(super) async fn cohort_table(session: &LakeSession, journey: &Journey, view: &str) -> Result<Vec<CohortRow>> {
     let last = journey.steps.len() - 1;
-    let end = if session.as_of.0.is_some() { session.as_of.end_literal() } else { "CAST(now() AS TIMESTAMP)".into() };
+    let end =
+        if session.as_of.0.is_some() { session.as_of.end_literal() } else { "CAST(now() AS TIMESTAMP(6))".into() };
     // Months counted on a year * 12 + month index, so "by the end of month m" is an integer compare.
     let mi =
         |x: &str| format!("(CAST(date_part('year', {x}) AS BIGINT) * 12 + CAST(date_part('month', {x}) AS BIGINT))");

@@ -185,7 +185,7 @@ pub async fn entity_sql(
             continue;
         }
         let reached = format!(
-            "SELECT CAST(entity_id AS VARCHAR) AS entity_id, MIN(CAST(reached_at AS TIMESTAMP)) AS t FROM ({}) AS q GROUP BY 1",
+            "SELECT CAST(entity_id AS VARCHAR) AS entity_id, MIN(CAST(reached_at AS TIMESTAMP(6))) AS t FROM ({}) AS q GROUP BY 1",
             session.fill(&step.reached)
         );
         let table = hold(format!("{}_step{k}", journey.name), reached, "a step").await?;
@@ -237,7 +237,7 @@ pub async fn entity_sql(
     }
     let mut select = vec![
         "CAST(e.entity_id AS VARCHAR) AS entity_id".to_string(),
-        "CAST(e.entered_at AS TIMESTAMP) AS entered_at".into(),
+        "CAST(e.entered_at AS TIMESTAMP(6)) AS entered_at".into(),
     ];
     select.extend(dims.iter().map(|d| format!("e.{}", quote(d))));
     select.extend((0..n).map(|k| format!("s{k}.t AS r{k}")));
@@ -245,7 +245,8 @@ pub async fn entity_sql(
         (0..n).map(|k| format!(" LEFT JOIN s{k} ON s{k}.entity_id = CAST(e.entity_id AS VARCHAR)")).collect();
     sql.push_str(&format!(", w0 AS (SELECT {}, s0.t AS t0 FROM e{joins})", select.join(", ")));
     // Windows still open are judged at the as-of date, or now for a run on everything landed.
-    let end = if session.as_of.0.is_some() { session.as_of.end_literal() } else { "CAST(now() AS TIMESTAMP)".into() };
+    let end =
+        if session.as_of.0.is_some() { session.as_of.end_literal() } else { "CAST(now() AS TIMESTAMP(6))".into() };
     for (k, step) in journey.steps.iter().enumerate().skip(1) {
         let w = step.window_days.unwrap_or(journey.default_window_days);
         let p = k - 1;

@@ -67,7 +67,7 @@ fn units_of(members: &[Membership]) -> Vec<Unit> {
 /// The aggregation of one KPI over the org: rows (level, unit_id, period_start, num, den, n).
 fn aggregate_sql(session: &LakeSession, kpi: &Kpi, cal: &Calendar) -> String {
     let body = session.fill(&kpi.sql);
-    let period = cal.period_start("CAST(f.day AS TIMESTAMP)");
+    let period = cal.period_start("CAST(f.day AS TIMESTAMP(6))");
     format!(
         "WITH f(owner_id, day, numerator, denominator, n) AS ({body}),
         fp AS (SELECT CAST(f.owner_id AS VARCHAR) AS owner_id, CAST({period} AS DATE) AS period_start,
