@@ -1,17 +1,18 @@
--- Every deal as it stood at the end of each period of mart.period (its last opportunity_history
--- row created on or before the period's last day; for the current period, the run's as-of date).
-SELECT s.period_start, s.period_end, s.opportunity_id, d.owner_id, s.stage_name, st.is_closed, st.is_won,
-  s.amount, s.close_date, s.forecast_category
-FROM (
-  -- The last row per (period, deal) by a hash aggregate, with the row id as the tie-break.
-  SELECT p.period_start, p.period_end, h.opportunity_id,
-    first_value(h.stage_name ORDER BY h.created_date DESC, h.id DESC) AS stage_name,
-    first_value(h.amount ORDER BY h.created_date DESC, h.id DESC) AS amount,
-    first_value(h.close_date ORDER BY h.created_date DESC, h.id DESC) AS close_date,
-    first_value(h.forecast_category ORDER BY h.created_date DESC, h.id DESC) AS forecast_category
-  FROM mart.period AS p
-  JOIN staging.opportunity_history AS h ON h.created_date < CAST(p.period_end AS TIMESTAMP(6)) + INTERVAL '1 day'
-  GROUP BY p.period_start, p.period_end, h.opportunity_id
-) AS s
-JOIN mart.deal AS d ON d.id = s.opportunity_id
-LEFT JOIN staging.opportunity_stage AS st ON st.master_label = s.stage_name
+-- The deals open when each period began (mart.deal_at_period_start) as they stood at its end
+-- (their last opportunity_history row created on or before the period's last day; for the current
+-- period, the run's as-of date): closed, won, slipped or still open.
+WITH version AS (
+  SELECT h.opportunity_id, h.created_date AS valid_from,
+    LEAD(h.created_date) OVER (PARTITION BY h.opportunity_id ORDER BY h.created_date, h.id) AS valid_to,
+    h.stage_name, h.amount, h.close_date, h.forecast_category
+  FROM staging.opportunity_history AS h
+  WHERE h.created_date IS NOT NULL
+)
+SELECT s.period_start, s.period_end, s.opportunity_id, s.owner_id, v.stage_name, st.is_closed, st.is_won,
+  v.amount, v.close_date, v.forecast_category
+FROM mart.deal_at_period_start AS s
+JOIN version AS v
+  ON v.opportunity_id = s.opportunity_id
+  AND v.valid_from < CAST(s.period_end AS TIMESTAMP(6)) + INTERVAL '1 day'
+  AND (v.valid_to IS NULL OR v.valid_to >= CAST(s.period_end AS TIMESTAMP(6)) + INTERVAL '1 day')
+LEFT JOIN staging.opportunity_stage AS st ON st.master_label = v.stage_name
