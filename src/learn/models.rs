@@ -22,7 +22,7 @@ use crate::error::{Error, Result};
 use crate::layers::LakeSession;
 use crate::outputs::decision_log::record_id;
 use crate::outputs::{Manifest, RunWriter};
-use crate::stats::{auc, wilson};
+use crate::stats::{RankedScores, auc, wilson};
 
 /// Counts and durations: heavy-tailed, entered as log(1 + x).
 const LOG_FEATURES: [&str; 15] = [
@@ -49,6 +49,14 @@ const ALPHAS: [f64; 5] = [0.1, 10.0, 1_000.0, 10_000.0, 100_000.0];
 /// Deals closed in the last this-many days before the run date are the test period.
 pub const TEST_DAYS: u64 = 182;
 const BOOTSTRAP: usize = 200;
+/// At most about this many training rows, and as many test rows, go into the fits and the
+/// evaluation: beyond it a fixed sample of deals (by a hash of the id, so the same lake gives the
+/// same sample) is used. A few dozen coefficients are pinned down long before this; the weekly
+/// rows of one deal are near-copies of each other, so more rows mostly cost time and memory.
+/// Every open deal is scored, sampled or not.
+pub const MAX_ROWS: usize = 150_000;
+/// The fits stop when the gradient of the mean log-loss (per row) is below this.
+const GRADIENT_TOLERANCE: f64 = 1e-6;
 
 /// Timestamps as microseconds, whatever unit the trajectory carries.
 fn micros() -> PlDataType {
@@ -74,6 +82,126 @@ struct Sample {
     crm_probability: Option<f64>,
     x: Vec<f64>,
     stage_x: Vec<f64>,
+}
+
+/// How the rows were thinned to `MAX_ROWS` (all kept when under it).
+#[derive(Debug, Clone, Serialize)]
+struct Thinning {
+    training_rows_eligible: usize,
+    training_deals_eligible: usize,
+    training_share: f64,
+    test_rows_eligible: usize,
+    test_deals_eligible: usize,
+    test_share: f64,
+}
+
+impl Thinning {
+    fn sentence(&self) -> Option<String> {
+        (self.training_share < 1.0 || self.test_share < 1.0).then(|| {
+            format!(
+                "a fixed sample of deals (hash of the id): {:.1}% of the {} training deals ({} rows) and {:.1}% of the {} test deals ({} rows), to keep each side near {MAX_ROWS} rows",
+                self.training_share * 100.0,
+                self.training_deals_eligible,
+                self.training_rows_eligible,
+                self.test_share * 100.0,
+                self.test_deals_eligible,
+                self.test_rows_eligible
+            )
+        })
+    }
+}
+
+/// A deal's place in [0, 1), from FNV-1a of its id and a mixing finaliser: stable across runs,
+/// machines and versions.
+fn deal_draw(id: &str) -> f64 {
+    let mut h: u64 = 0xcbf29ce484222325;
+    for b in id.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x100000001b3);
+    }
+    // FNV alone leaves the high bits poorly mixed for ids that differ only in their last digits
+    // (CRM ids are sequential): a 300-in-3,000 excess in the test below. Murmur3's finaliser mixes.
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51afd7ed558ccd);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xc4ceb9fe1a85ec53);
+    h ^= h >> 33;
+    (h >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// Keeps the rows the model uses (training, test, open now), thinning training and test deals to
+/// about `MAX_ROWS` rows each, before the feature columns are built: on a large lake the trajectory
+/// holds tens of millions of weekly rows, and only these become features.
+fn thin(df: DataFrame, end: i64, cutoff: i64) -> Result<(DataFrame, Thinning)> {
+    let keys = df
+        .clone()
+        .lazy()
+        .select([
+            col("opportunity_id"),
+            col("snapshot"),
+            col("known_before").cast(micros()).cast(PlDataType::Int64).alias("known_before_us"),
+            col("closed_at").cast(micros()).cast(PlDataType::Int64).alias("closed_at_us"),
+            col("won").is_not_null().alias("decided"),
+            col("stage_name").is_not_null().alias("staged"),
+        ])
+        .collect()
+        .map_err(pe)?;
+    let deal = keys.column("opportunity_id").map_err(pe)?.str().map_err(pe)?;
+    let snapshot = keys.column("snapshot").map_err(pe)?.str().map_err(pe)?;
+    let known = keys.column("known_before_us").map_err(pe)?.i64().map_err(pe)?;
+    let closed = keys.column("closed_at_us").map_err(pe)?.i64().map_err(pe)?;
+    let decided = keys.column("decided").map_err(pe)?.bool().map_err(pe)?;
+    let staged = keys.column("staged").map_err(pe)?.bool().map_err(pe)?;
+    // 0: not used, 1: training, 2: test (and stage entries of test deals), 3: open now.
+    let mut role = Vec::with_capacity(keys.height());
+    let (mut train_rows, mut test_rows) = (0usize, 0usize);
+    let (mut train_deals, mut test_deals) = (std::collections::HashSet::new(), std::collections::HashSet::new());
+    for r in 0..keys.height() {
+        let (Some(true), Some(id)) = (staged.get(r), deal.get(r)) else {
+            role.push(0u8);
+            continue;
+        };
+        let c = closed.get(r).filter(|c| *c < end && decided.get(r) == Some(true));
+        let k = match c {
+            Some(c) if c < cutoff => {
+                train_rows += 1;
+                train_deals.insert(id);
+                1
+            }
+            Some(_) => {
+                test_rows += usize::from(snapshot.get(r) == Some("week"));
+                test_deals.insert(id);
+                2
+            }
+            None if snapshot.get(r) == Some("week")
+                && known.get(r) == Some(end)
+                && closed.get(r).is_none_or(|c| c >= end) =>
+            {
+                3
+            }
+            None => 0,
+        };
+        role.push(k);
+    }
+    let share = |rows: usize| if rows > MAX_ROWS { MAX_ROWS as f64 / rows as f64 } else { 1.0 };
+    let thinning = Thinning {
+        training_rows_eligible: train_rows,
+        training_deals_eligible: train_deals.len(),
+        training_share: share(train_rows),
+        test_rows_eligible: test_rows,
+        test_deals_eligible: test_deals.len(),
+        test_share: share(test_rows),
+    };
+    let keep: Vec<bool> = (0..keys.height())
+        .map(|r| match role[r] {
+            1 => thinning.training_share >= 1.0 || deal.get(r).is_some_and(|d| deal_draw(d) < thinning.training_share),
+            2 => thinning.test_share >= 1.0 || deal.get(r).is_some_and(|d| deal_draw(d) < thinning.test_share),
+            3 => true,
+            _ => false,
+        })
+        .collect();
+    let mask: polars::prelude::BooleanChunked = keep.into_iter().collect();
+    Ok((df.filter(&mask).map_err(pe)?, thinning))
 }
 
 /// Builds the feature frame with Polars: stage and size-band indicators, numeric features cast and
@@ -231,7 +359,11 @@ pub(crate) fn fit_once(
     scaler: &Scaler,
 ) -> Result<linfa_logistic::FittedLogisticRegression<f64, bool>> {
     let data = Dataset::new(scaler.matrix(rows), Array1::from(y.to_vec()));
-    LogisticRegression::default().alpha(alpha).max_iterations(200).fit(&data).map_err(le)
+    // linfa minimises the summed log-loss, so its gradient grows with the rows: a fixed tolerance
+    // (its default 1e-4) is never met on thousands of rows and every fit ran all its iterations.
+    // Stopped when the gradient of the mean loss is below GRADIENT_TOLERANCE instead.
+    let tolerance = (GRADIENT_TOLERANCE * rows.len() as f64).max(1e-4);
+    LogisticRegression::default().alpha(alpha).gradient_tolerance(tolerance).max_iterations(200).fit(&data).map_err(le)
 }
 
 pub(crate) fn log_loss(p: &[f64], y: &[bool]) -> f64 {
@@ -292,19 +424,22 @@ pub(crate) fn auc_with_interval(
     seed: u64,
 ) -> Option<(f64, f64, f64)> {
     let point = auc(scored)?;
-    let mut by_deal: Vec<Vec<usize>> = vec![Vec::new(); n_deals];
-    for (i, d) in deals.iter().enumerate() {
-        by_deal[*d].push(i);
-    }
+    // Sorted once: a resample is a weighting of the rows by how often their deal was drawn, so
+    // each replicate is one pass (no copy, no sort), with the same draws and the same answer.
+    let ranked = RankedScores::new(scored);
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
     let mut reps = Vec::with_capacity(BOOTSTRAP);
+    let mut drawn = vec![0.0f64; n_deals];
+    let mut weight = vec![0.0f64; scored.len()];
     for _ in 0..BOOTSTRAP {
-        let mut sample = Vec::with_capacity(scored.len());
+        drawn.iter_mut().for_each(|d| *d = 0.0);
         for _ in 0..n_deals {
-            let d = rng.random_range(0..n_deals);
-            sample.extend(by_deal[d].iter().map(|&i| scored[i]));
+            drawn[rng.random_range(0..n_deals)] += 1.0;
         }
-        if let Some(a) = auc(&sample) {
+        for (w, d) in weight.iter_mut().zip(deals) {
+            *w = drawn[*d];
+        }
+        if let Some(a) = ranked.weighted_auc(&weight) {
             reps.push(a);
         }
     }
@@ -363,6 +498,9 @@ struct ModelCard<'a> {
     test_window: String,
     training_rows: usize,
     training_deals: usize,
+    /// Which of the eligible rows were used (all, or a fixed sample of deals on a large lake).
+    sample: String,
+    thinning: Thinning,
     test_rows: usize,
     test_deals: usize,
     metrics: &'a [Metric],
@@ -377,10 +515,13 @@ pub async fn run_win_model(session: &LakeSession) -> Result<WinModelRun> {
     let as_of = session.as_of.0.ok_or_else(|| Error::Other("the win model needs --as-of".into()))?;
     let traj = trajectory::build(session).await?;
     let built_ms = started.elapsed().as_millis() as u64;
-    let (names, _stages, samples) = feature_frame(super::frame::to_polars(&traj.schema, &traj.batches)?)?;
     let micros = |d: NaiveDate| d.and_hms_opt(0, 0, 0).expect("midnight").and_utc().timestamp_micros();
     let end = micros(as_of.checked_add_days(Days::new(1)).unwrap_or(as_of));
     let cutoff = micros(as_of.checked_sub_days(Days::new(TEST_DAYS)).unwrap_or(as_of));
+    let (frame, thinning) = thin(super::frame::to_polars(&traj.schema, &traj.batches)?, end, cutoff)?;
+    drop(traj);
+    let (names, _stages, samples) = feature_frame(frame)?;
+    let frame_ms = started.elapsed().as_millis() as u64;
     // Training: weekly rows of deals closed before the cut-off (their outcome was known then).
     // Test: stage-entry rows of deals closed from the cut-off to the run date.
     let closed = |s: &Sample| s.closed_at.filter(|c| *c < end).is_some() && s.won.is_some();
@@ -408,8 +549,16 @@ pub async fn run_win_model(session: &LakeSession) -> Result<WinModelRun> {
     }
     let y_train: Vec<bool> = train.iter().map(|s| s.won == Some(true)).collect();
     let closed_train: Vec<i64> = train.iter().map(|s| s.closed_at.unwrap_or(0)).collect();
-    let full = fit(&train.iter().map(|s| &s.x).collect::<Vec<_>>(), &y_train, &closed_train)?;
-    let stage_only = fit(&train.iter().map(|s| &s.stage_x).collect::<Vec<_>>(), &y_train, &closed_train)?;
+    // The two models are independent: one per core.
+    let (x_full, x_stage) =
+        (train.iter().map(|s| &s.x).collect::<Vec<_>>(), train.iter().map(|s| &s.stage_x).collect::<Vec<_>>());
+    let (full, stage_only) = std::thread::scope(|scope| {
+        let stage_only = scope.spawn(|| fit(&x_stage, &y_train, &closed_train));
+        let full = fit(&x_full, &y_train, &closed_train);
+        (full, stage_only.join().map_err(|_| Error::Other("the stage-only fit panicked".into())))
+    });
+    let (full, stage_only) = (full?, stage_only??);
+    let fitted_ms = started.elapsed().as_millis() as u64;
     let p_full = full.predict(&test.iter().map(|s| &s.x).collect::<Vec<_>>());
     let p_stage = stage_only.predict(&test.iter().map(|s| &s.stage_x).collect::<Vec<_>>());
     let y_test: Vec<bool> = test.iter().map(|s| s.won == Some(true)).collect();
@@ -487,7 +636,7 @@ pub async fn run_win_model(session: &LakeSession) -> Result<WinModelRun> {
         full.model.params().iter().chain([full.model.intercept()].iter()).map(|v| format!("{v:e}")).collect();
     let version = format!("win-{as_of}-{}", &record_id(&fitted.iter().map(String::as_str).collect::<Vec<_>>())[..8]);
     let p_open = full.predict(&open_now.iter().map(|s| &s.x).collect::<Vec<_>>());
-    let text = summary(
+    let mut text = summary(
         &metrics,
         &full,
         &calib,
@@ -499,6 +648,9 @@ pub async fn run_win_model(session: &LakeSession) -> Result<WinModelRun> {
         p_open.len(),
         &version,
     );
+    if let Some(sample) = thinning.sentence() {
+        text.push_str(&format!("rows used: {sample}\n"));
+    }
     let card = ModelCard {
         model: "win_probability",
         version: &version,
@@ -520,6 +672,8 @@ pub async fn run_win_model(session: &LakeSession) -> Result<WinModelRun> {
         ),
         training_rows: train.len(),
         training_deals: deals(&train),
+        sample: thinning.sentence().unwrap_or_else(|| "every eligible row".into()),
+        thinning: thinning.clone(),
         test_rows: test.len(),
         test_deals: deals(&test),
         metrics: &metrics,
@@ -535,6 +689,8 @@ pub async fn run_win_model(session: &LakeSession) -> Result<WinModelRun> {
     run.record_inputs(session);
     run.set_playbook_version(version.clone());
     run.timing("trajectory", built_ms);
+    run.timing("feature_frame", frame_ms - built_ms);
+    run.timing("fit", fitted_ms - frame_ms);
     let card_json = serde_json::to_vec_pretty(&card).map_err(|e| Error::Other(e.to_string()))?;
     run.write_artifact("model_card_win_probability.json", card_json).await?;
     run.write_artifact("model_card_win_probability.md", model_card_markdown(&card).into_bytes()).await?;
@@ -669,7 +825,8 @@ fn model_card_markdown(c: &ModelCard) -> String {
         "- training: {} ({} rows, {} deals); alpha {}",
         c.training_window, c.training_rows, c.training_deals, c.alpha
     );
-    let _ = writeln!(t, "- test: {} ({} rows, {} deals)\n", c.test_window, c.test_rows, c.test_deals);
+    let _ = writeln!(t, "- test: {} ({} rows, {} deals)", c.test_window, c.test_rows, c.test_deals);
+    let _ = writeln!(t, "- rows used: {}\n", c.sample);
     let _ =
         writeln!(t, "## Metrics on the test deals\n\n| model | metric | value | 95% CI | n |\n|---|---|---|---|---|");
     for m in c.metrics {
@@ -688,4 +845,61 @@ fn model_card_markdown(c: &ModelCard) -> String {
         let _ = writeln!(t, "- {m}");
     }
     t
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use polars::prelude::{Column, NamedFrom, Series};
+
+    /// 3,000 closed training deals of 100 weekly rows each (300,000 rows, twice MAX_ROWS), 50 test
+    /// deals of 10 rows, 40 open deals scored now and one row that is neither.
+    #[test]
+    fn thinning_keeps_whole_deals_every_open_deal_and_about_max_rows() {
+        let (end, cutoff) = (1_000_000_i64, 500_000_i64);
+        let mut rows: Vec<(String, &str, i64, Option<i64>, Option<bool>)> = Vec::new();
+        for d in 0..3_000 {
+            for w in 0..100 {
+                rows.push((format!("train-{d}"), "week", w, Some(100_000), Some(d % 3 == 0)));
+            }
+        }
+        for d in 0..50 {
+            for w in 0..10 {
+                rows.push((format!("test-{d}"), "week", 600_000 + w, Some(700_000), Some(true)));
+            }
+        }
+        for d in 0..40 {
+            rows.push((format!("open-{d}"), "week", end, None, None));
+        }
+        rows.push(("earlier-week-of-an-open-deal".into(), "week", 10, None, None));
+        let micros_col = |name: &str, v: Vec<Option<i64>>| -> Column {
+            Series::new(name.into(), v).cast(&micros()).expect("datetime").into()
+        };
+        let df = DataFrame::new_infer_height(vec![
+            Series::new("opportunity_id".into(), rows.iter().map(|r| r.0.clone()).collect::<Vec<_>>()).into(),
+            Series::new("snapshot".into(), rows.iter().map(|r| r.1).collect::<Vec<_>>()).into(),
+            micros_col("known_before", rows.iter().map(|r| Some(r.2)).collect()),
+            micros_col("closed_at", rows.iter().map(|r| r.3).collect()),
+            Series::new("won".into(), rows.iter().map(|r| r.4).collect::<Vec<_>>()).into(),
+            Series::new("stage_name".into(), vec!["Discovery"; rows.len()]).into(),
+        ])
+        .unwrap();
+        let (kept, t) = thin(df, end, cutoff).unwrap();
+        assert_eq!((t.training_rows_eligible, t.training_deals_eligible), (300_000, 3_000));
+        assert!((t.training_share - 0.5).abs() < 1e-12, "{t:?}");
+        assert_eq!((t.test_rows_eligible, t.test_share), (500, 1.0));
+        let ids: Vec<String> =
+            kept.column("opportunity_id").unwrap().str().unwrap().iter().map(|v| v.unwrap().to_string()).collect();
+        let count = |prefix: &str| ids.iter().filter(|i| i.starts_with(prefix)).count();
+        assert_eq!(count("open-"), 40, "every open deal is scored");
+        assert_eq!(count("test-"), 500, "under the cap: every test row");
+        assert_eq!(count("earlier-"), 0, "rows no model reads are dropped");
+        // Whole deals: a multiple of 100 rows; about half of them (binomial sd ~ 27 deals).
+        let train = count("train-");
+        assert_eq!(train % 100, 0);
+        assert!((1_350..=1_650).contains(&(train / 100)), "{train} training rows kept");
+        // The same lake, the same sample.
+        let again: Vec<bool> = (0..3_000).map(|d| deal_draw(&format!("train-{d}")) < 0.5).collect();
+        assert_eq!(again.iter().filter(|k| **k).count() * 100, train);
+    }
 }

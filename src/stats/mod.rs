@@ -8,7 +8,7 @@ pub mod intervals;
 pub mod multiple;
 pub mod tables;
 
-pub use auc::auc;
+pub use auc::{RankedScores, auc};
 pub use hypothesis::{binomial_two_sided, two_proportion};
 pub use intervals::{RatioSums, newcombe_difference, ratio_interval, wilson};
 pub use multiple::{benjamini_hochberg, holm};
