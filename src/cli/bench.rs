@@ -343,7 +343,7 @@ pub fn markdown(measures: &[Measure]) -> String {
 
 /// Time against scale, log-log, one line per unit (DuckDB dashed): a self-contained SVG.
 pub fn svg(measures: &[Measure]) -> String {
-    let (w, h, left, right, top, bottom) = (760.0, 460.0, 70.0, 230.0, 30.0, 50.0);
+    let (w, h, left, right, top, bottom) = (860.0, 460.0, 70.0, 330.0, 30.0, 50.0);
     let xs: Vec<f64> = measures.iter().map(|m| (m.deals as f64).max(1.0).log10()).collect();
     let ys: Vec<f64> = measures.iter().map(|m| m.seconds.max(0.01).log10()).collect();
     let (x0, x1) =
@@ -387,7 +387,10 @@ pub fn svg(measures: &[Measure]) -> String {
         h / 2.0,
         h / 2.0
     ));
-    let colours = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#17becf"];
+    let colours = [
+        "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#17becf", "#bcbd22",
+        "#000000",
+    ];
     let mut series: Vec<(String, String)> = Vec::new();
     for m in measures {
         let key = (m.unit.clone(), m.engine.clone());

@@ -857,7 +857,9 @@ mod tests {
     #[test]
     fn thinning_keeps_whole_deals_every_open_deal_and_about_max_rows() {
         let (end, cutoff) = (1_000_000_i64, 500_000_i64);
-        let mut rows: Vec<(String, &str, i64, Option<i64>, Option<bool>)> = Vec::new();
+        // (deal, snapshot, known_before, closed_at, won)
+        type Row = (String, &'static str, i64, Option<i64>, Option<bool>);
+        let mut rows: Vec<Row> = Vec::new();
         for d in 0..3_000 {
             for w in 0..100 {
                 rows.push((format!("train-{d}"), "week", w, Some(100_000), Some(d % 3 == 0)));
