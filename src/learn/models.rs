@@ -360,8 +360,8 @@ pub(crate) fn fit_once(
 ) -> Result<linfa_logistic::FittedLogisticRegression<f64, bool>> {
     let data = Dataset::new(scaler.matrix(rows), Array1::from(y.to_vec()));
     // linfa minimises the summed log-loss, so its gradient grows with the rows: a fixed tolerance
-    // (its default 1e-4) is never met on thousands of rows and every fit ran all its iterations.
-    // Stopped when the gradient of the mean loss is below GRADIENT_TOLERANCE instead.
+    // (its default 1e-4) tightens with every row, and on thousands of rows fits ran up to their
+    // iteration cap. They stop when the gradient of the mean loss is below GRADIENT_TOLERANCE.
     let tolerance = (GRADIENT_TOLERANCE * rows.len() as f64).max(1e-4);
     LogisticRegression::default().alpha(alpha).gradient_tolerance(tolerance).max_iterations(200).fit(&data).map_err(le)
 }
