@@ -10,6 +10,7 @@ pub const MART_SQL: &[(&str, &str, &str)] = &[
     ("quota_day", "sql/marts/quota_day.sql", repo_file!("sql/marts/quota_day.sql")),
     ("stage_exit", "sql/marts/stage_exit.sql", repo_file!("sql/marts/stage_exit.sql")),
     ("activity", "sql/marts/activity.sql", repo_file!("sql/marts/activity.sql")),
+    ("deal_state", "sql/marts/deal_state.sql", repo_file!("sql/marts/deal_state.sql")),
     ("deal_context", "sql/risk/deal_context.sql", repo_file!("sql/risk/deal_context.sql")),
 ];
 

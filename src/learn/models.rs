@@ -111,22 +111,9 @@ impl Thinning {
     }
 }
 
-/// A deal's place in [0, 1), from FNV-1a of its id and a mixing finaliser: stable across runs,
-/// machines and versions.
+/// A deal's place in [0, 1), fixed by its id: the rollouts' assignment hash, under its own key.
 fn deal_draw(id: &str) -> f64 {
-    let mut h: u64 = 0xcbf29ce484222325;
-    for b in id.bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x100000001b3);
-    }
-    // FNV alone leaves the high bits poorly mixed for ids that differ only in their last digits
-    // (CRM ids are sequential): a 300-in-3,000 excess in the test below. Murmur3's finaliser mixes.
-    h ^= h >> 33;
-    h = h.wrapping_mul(0xff51afd7ed558ccd);
-    h ^= h >> 33;
-    h = h.wrapping_mul(0xc4ceb9fe1a85ec53);
-    h ^= h >> 33;
-    (h >> 11) as f64 / (1u64 << 53) as f64
+    crate::stats::experiment::assignment_uniform("win-model-sample", id)
 }
 
 /// Keeps the rows the model uses (training, test, open now), thinning training and test deals to
