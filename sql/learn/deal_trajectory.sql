@@ -88,16 +88,26 @@ WITH stage_meta AS (SELECT * FROM mart._trajectory_stage_meta),
 hist AS (SELECT * FROM mart._trajectory_hist),
 closes AS (SELECT * FROM mart._trajectory_closes),
 landmarks AS (SELECT * FROM mart._trajectory_landmarks)
-SELECT l.opportunity_id, l.known_before,
-  COUNT(DISTINCT r.contact_id) AS contacts,
-  MIN(CASE WHEN r.stakeholder_role = 'champion' THEN r.created_date END) AS champion_added_at,
-  MAX(CASE WHEN r.stakeholder_role = 'economic_buyer' THEN 1 ELSE 0 END) AS economic_buyer,
-  MAX(CASE WHEN r.stakeholder_role = 'technical_buyer' THEN 1 ELSE 0 END) AS technical_buyer,
-  MAX(r.created_date) AS last_thread_added_at
-FROM landmarks AS l
-JOIN (SELECT * FROM staging.opportunity_contact_role WHERE {{deals:opportunity_id}}) AS r
-  ON r.opportunity_id = l.opportunity_id AND (r.created_date IS NULL OR r.created_date < l.known_before)
-GROUP BY l.opportunity_id, l.known_before
+-- Per landmark and contact first, then per landmark: a grouped COUNT(DISTINCT) keeps a hash set
+-- per group (see sql/risk/deal_context.sql), two hash aggregates do not.
+SELECT opportunity_id, known_before,
+  COUNT(contact_id) AS contacts,
+  MIN(champion_added_at) AS champion_added_at,
+  MAX(economic_buyer) AS economic_buyer,
+  MAX(technical_buyer) AS technical_buyer,
+  MAX(last_thread_added_at) AS last_thread_added_at
+FROM (
+  SELECT l.opportunity_id, l.known_before, r.contact_id,
+    MIN(CASE WHEN r.stakeholder_role = 'champion' THEN r.created_date END) AS champion_added_at,
+    MAX(CASE WHEN r.stakeholder_role = 'economic_buyer' THEN 1 ELSE 0 END) AS economic_buyer,
+    MAX(CASE WHEN r.stakeholder_role = 'technical_buyer' THEN 1 ELSE 0 END) AS technical_buyer,
+    MAX(r.created_date) AS last_thread_added_at
+  FROM landmarks AS l
+  JOIN (SELECT * FROM staging.opportunity_contact_role WHERE {{deals:opportunity_id}}) AS r
+    ON r.opportunity_id = l.opportunity_id AND (r.created_date IS NULL OR r.created_date < l.known_before)
+  GROUP BY l.opportunity_id, l.known_before, r.contact_id
+) AS per_contact
+GROUP BY opportunity_id, known_before
 -- @step mart._trajectory_meetings
 WITH stage_meta AS (SELECT * FROM mart._trajectory_stage_meta),
 hist AS (SELECT * FROM mart._trajectory_hist),
