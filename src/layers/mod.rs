@@ -12,6 +12,7 @@ pub mod raw;
 pub mod session;
 pub mod shared;
 pub mod staging;
+pub mod trace;
 
 use chrono::{Days, NaiveDate};
 

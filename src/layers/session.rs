@@ -66,11 +66,22 @@ impl LakeSession {
 
     /// Runs a declared SQL text and collects its (small) result; errors name where it is declared.
     pub async fn collect_declared(&self, sql: &str, source: &str) -> Result<Vec<RecordBatch>> {
-        self.declared(sql, source)
-            .await?
-            .collect()
-            .await
-            .map_err(|e| Error::Other(format!("{source} does not run: {e}")))
+        let span = crate::layers::trace::start(source);
+        let df = self.declared(sql, source).await?;
+        let ran = |e: datafusion::error::DataFusionError| Error::Other(format!("{source} does not run: {e}"));
+        let batches = if crate::layers::trace::plans() {
+            let task = Arc::new(df.task_ctx());
+            let plan = df.create_physical_plan().await.map_err(ran)?;
+            let batches = datafusion::physical_plan::collect(plan.clone(), task).await.map_err(ran)?;
+            crate::layers::trace::plan(source, plan.as_ref());
+            batches
+        } else {
+            df.collect().await.map_err(ran)?
+        };
+        if let Some(span) = span {
+            span.done(&format!("{} rows", batches.iter().map(|b| b.num_rows()).sum::<usize>()));
+        }
+        Ok(batches)
     }
 
     /// Makes sure a table is computed once for the queries that follow, not at every reference.
@@ -187,15 +198,23 @@ impl LakeSession {
 /// `memory_limit`), so two sessions open at once (a job and the outputs it reads) share one budget.
 /// Object stores stay per session: two lakes in one process never see each other's credentials.
 fn runtime() -> Result<Arc<datafusion::execution::runtime_env::RuntimeEnv>> {
-    use datafusion::execution::memory_pool::{FairSpillPool, MemoryPool};
-    static POOL: std::sync::OnceLock<Option<Arc<dyn MemoryPool>>> = std::sync::OnceLock::new();
-    let pool =
-        POOL.get_or_init(|| memory_limit().map(|limit| Arc::new(FairSpillPool::new(limit)) as Arc<dyn MemoryPool>));
+    let pool = pool();
     let mut builder = datafusion::execution::runtime_env::RuntimeEnvBuilder::new();
     if let Some(pool) = pool {
         builder = builder.with_memory_pool(pool.clone());
     }
     Ok(builder.build_arc()?)
+}
+
+fn pool() -> &'static Option<Arc<dyn datafusion::execution::memory_pool::MemoryPool>> {
+    use datafusion::execution::memory_pool::{FairSpillPool, MemoryPool};
+    static POOL: std::sync::OnceLock<Option<Arc<dyn MemoryPool>>> = std::sync::OnceLock::new();
+    POOL.get_or_init(|| memory_limit().map(|limit| Arc::new(FairSpillPool::new(limit)) as Arc<dyn MemoryPool>))
+}
+
+/// The bytes queries hold in the process's memory pool right now (0 without a limit).
+pub fn pool_reserved() -> usize {
+    pool().as_ref().map(|p| p.reserved()).unwrap_or(0)
 }
 
 /// The query memory budget: GTM_LOOP_MEMORY_LIMIT ("4G", "512M", bytes, "0" for none) or, unset,

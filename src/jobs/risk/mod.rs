@@ -220,7 +220,7 @@ async fn deals(session: &LakeSession) -> Result<Vec<Deal>> {
                amount, CAST(close_date AS VARCHAR), age_days, days_in_stage, stage_changes, contacts, activities, \
                champion_name, economic_buyer_name, technical_buyer_name FROM mart.deal_context ORDER BY opportunity_id";
     let mut out = Vec::new();
-    for b in session.ctx.sql(sql).await?.collect().await? {
+    for b in session.collect_declared(sql, "the risk job's read of mart.deal_context").await? {
         let s: Vec<Vec<Option<String>>> =
             [0, 1, 2, 3, 4, 5, 6, 7, 9, 15, 16, 17].iter().map(|i| strings(b.column(*i))).collect::<Result<_>>()?;
         let f: Vec<Vec<Option<f64>>> =
@@ -396,6 +396,10 @@ pub async fn compute_with(session: &LakeSession, pb: &Playbook, weights: &Weight
     let as_of = session.as_of.0.ok_or_else(|| {
         Error::Other("the deal risk job needs an explicit as-of date: pass --as-of YYYY-MM-DD".into())
     })?;
+    // The flags read these two in a dozen queries naming different columns: compute them once.
+    for table in ["mart.deal_context", "mart.deal"] {
+        crate::layers::shared::warm_all(session, table).await?;
+    }
     let deals = deals(session).await?;
     let fired = fired(session, pb).await?;
     Ok(assess(pb, deals, &fired, as_of, weights))
