@@ -28,6 +28,25 @@ pub struct Measure {
     pub cpu_seconds: f64,
     pub peak_rss_mib: f64,
     pub detail: String,
+    /// The unit did not finish (an error exit, or killed: out of memory is SIGKILL). The report
+    /// keeps it, with its time and peak up to the failure, and the remaining units still run.
+    #[serde(default)]
+    pub failed: bool,
+}
+
+/// Why a child failed, for the report: its exit or signal, and its last line of stderr.
+fn failure(out: &std::process::Output) -> String {
+    let how = match out.status.code() {
+        Some(code) if code > 128 => match code - 128 {
+            9 => "killed (SIGKILL: out of memory?)".to_string(),
+            sig => format!("killed by signal {sig}"),
+        },
+        Some(code) => format!("exit {code}"),
+        None => "killed".to_string(),
+    };
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let last = stderr.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("").chars().take(120).collect::<String>();
+    if last.is_empty() { format!("FAILED: {how}") } else { format!("FAILED: {how}: {last}") }
 }
 
 pub struct Options {
@@ -154,10 +173,19 @@ pub async fn run(lake: &Lake, opts: &Options, progress: &mut dyn std::io::Write)
             cmd.arg("--lake").arg(&dir_s).args(&args).env_remove("GTM_LOOP_LAKE");
             let (out, seconds, cpu, peak) = measured(cmd, unit)?;
             if !out.status.success() {
-                return Err(Error::Other(format!(
-                    "bench: {unit} failed on {deals} deals:\n{}",
-                    String::from_utf8_lossy(&out.stderr)
-                )));
+                let detail = failure(&out);
+                writeln!(progress, "bench: {deals} deals, {unit}: {detail} after {seconds:.1}s, {peak:.0} MiB")?;
+                all.push(Measure {
+                    deals,
+                    unit: unit.to_string(),
+                    engine: "gtm-loop".into(),
+                    seconds,
+                    cpu_seconds: cpu,
+                    peak_rss_mib: peak,
+                    detail,
+                    failed: true,
+                });
+                continue;
             }
             let stdout = String::from_utf8_lossy(&out.stdout).to_string();
             let detail = match unit {
@@ -178,6 +206,7 @@ pub async fn run(lake: &Lake, opts: &Options, progress: &mut dyn std::io::Write)
                 cpu_seconds: cpu,
                 peak_rss_mib: peak,
                 detail,
+                failed: false,
             });
             if let Some(python) = &opts.duckdb {
                 let reference = match unit {
@@ -245,6 +274,7 @@ fn duckdb_staging(python: &str, dir: &Path, as_of: NaiveDate, ours: &[(String, i
         cpu_seconds: cpu,
         peak_rss_mib: peak,
         detail: format!("same counts ({} tables, {} open stages)", COUNTED.len(), theirs.len() - COUNTED.len()),
+        failed: false,
     })
 }
 
@@ -283,6 +313,7 @@ fn duckdb_funnel(exe: &Path, python: &str, dir: &str, as_of: NaiveDate) -> Resul
         cpu_seconds: cpu,
         peak_rss_mib: peak,
         detail: format!("same counts: {theirs:?}"),
+        failed: false,
     })
 }
 
@@ -333,6 +364,18 @@ pub fn markdown(measures: &[Measure]) -> String {
             }
             None => ("".into(), "".into(), "".into()),
         };
+        if m.failed {
+            out.push_str(&format!(
+                "| {} | {} | {} after {:.1} | {:.1} | {:.0} | {dw} | {dp} | |\n",
+                m.deals,
+                m.unit,
+                m.detail.replace('|', "/"),
+                m.seconds,
+                m.cpu_seconds,
+                m.peak_rss_mib
+            ));
+            continue;
+        }
         out.push_str(&format!(
             "| {} | {} | {:.1} | {:.1} | {:.0} | {dw} | {dp} | {ratio} |\n",
             m.deals, m.unit, m.seconds, m.cpu_seconds, m.peak_rss_mib
@@ -343,6 +386,9 @@ pub fn markdown(measures: &[Measure]) -> String {
 
 /// Time against scale, log-log, one line per unit (DuckDB dashed): a self-contained SVG.
 pub fn svg(measures: &[Measure]) -> String {
+    // A failed unit has no time to plot (the table says how far it got).
+    let finished: Vec<Measure> = measures.iter().filter(|m| !m.failed).cloned().collect();
+    let measures = &finished[..];
     let (w, h, left, right, top, bottom) = (860.0, 460.0, 70.0, 330.0, 30.0, 50.0);
     let xs: Vec<f64> = measures.iter().map(|m| (m.deals as f64).max(1.0).log10()).collect();
     let ys: Vec<f64> = measures.iter().map(|m| m.seconds.max(0.01).log10()).collect();
@@ -439,5 +485,43 @@ fn thousands(n: f64) -> String {
         n if n >= 1_000_000 => format!("{}M", n / 1_000_000),
         n if n >= 1_000 => format!("{}k", n / 1_000),
         n => n.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn m(deals: u64, unit: &str, engine: &str, seconds: f64, failed: bool) -> Measure {
+        Measure {
+            deals,
+            unit: unit.into(),
+            engine: engine.into(),
+            seconds,
+            cpu_seconds: seconds,
+            peak_rss_mib: 100.0,
+            detail: if failed { "FAILED: killed (SIGKILL: out of memory?)".into() } else { String::new() },
+            failed,
+        }
+    }
+
+    #[test]
+    fn a_failed_unit_is_reported_not_plotted() {
+        let all = vec![
+            m(10_000, "risk", "gtm-loop", 1.5, false),
+            m(10_000, "staging", "gtm-loop", 2.0, false),
+            m(10_000, "staging", "duckdb 2.0.1", 4.0, false),
+            m(1_000_000, "risk", "gtm-loop", 95.0, true),
+        ];
+        let md = markdown(&all);
+        assert!(md.contains("| 10000 | staging | 2.0 | 2.0 | 100 | 4.0 | 100 | 0.50 |"), "{md}");
+        assert!(md.contains("| 1000000 | risk | FAILED: killed (SIGKILL: out of memory?) after 95.0 |"), "{md}");
+        let plot = svg(&all);
+        // Two risk points would make a two-point polyline; the failed one is left out.
+        let risk_line = plot.lines().find(|l| l.starts_with("<polyline")).unwrap();
+        assert_eq!(risk_line.matches(',').count(), 1, "{risk_line}");
+        // A signal exit reads as what it was.
+        let out = std::process::Output { status: exit_status(137), stdout: vec![], stderr: b"working\n".to_vec() };
+        assert_eq!(failure(&out), "FAILED: killed (SIGKILL: out of memory?): working");
     }
 }

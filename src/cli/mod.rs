@@ -494,7 +494,18 @@ pub async fn run(cli: Cli) -> Result<()> {
                     serde_json::to_string_pretty(&measures).map_err(|e| Error::Other(e.to_string()))?,
                 )?;
             }
-            Ok(write!(out, "{}", bench::render(&measures, lake.url.as_str()))?)
+            write!(out, "{}", bench::render(&measures, lake.url.as_str()))?;
+            let failed: Vec<String> =
+                measures.iter().filter(|m| m.failed).map(|m| format!("{} at {} deals", m.unit, m.deals)).collect();
+            if failed.is_empty() {
+                Ok(())
+            } else {
+                Err(Error::Other(format!(
+                    "bench: {} unit(s) failed ({}); the report has how far each got",
+                    failed.len(),
+                    failed.join(", ")
+                )))
+            }
         }
     }
 }
