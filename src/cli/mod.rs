@@ -39,6 +39,11 @@ pub struct Cli {
     /// STEP_COMPLETE, STEP_FAIL, COMPLETE, FAIL, SKIP) instead of the jobs' text; `runs` prints JSON.
     #[arg(long, global = true)]
     pub json: bool,
+    /// Where plans run: `embedded` (in this process, the default) or an Apache DataFusion
+    /// Ballista scheduler as df://host:port (a build with `--features distributed`). The same
+    /// staging, mart and job SQL runs on either; see "Scale-out" in the README.
+    #[arg(long, global = true, env = "GTM_LOOP_ENGINE", default_value = "embedded")]
+    pub engine: String,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -332,6 +337,17 @@ pub enum Command {
     },
     /// Print the lake contract as Markdown (data/contract/CONTRACT.md is this output).
     Contract,
+    /// A Ballista cluster in this process (a build with `--features distributed`): a scheduler on
+    /// a free loopback port and its executors. Prints the scheduler's df:// address for `--engine`
+    /// and serves until stopped. For several machines, see "Scale-out" in the README.
+    Cluster {
+        /// Executors to start.
+        #[arg(long, default_value_t = 1)]
+        executors: usize,
+        /// Tasks each executor runs at once (default: this machine's cores).
+        #[arg(long)]
+        slots: Option<usize>,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -353,10 +369,19 @@ pub enum RunsCommand {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    let engine = cli.engine.clone();
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
+            let text = e.to_string();
+            if engine.starts_with("df://") && (text.contains("tonic::transport") || text.contains("tcp connect error"))
+            {
+                eprintln!(
+                    "hint: the Ballista scheduler at {engine} cannot be reached: start one (`gtm-loop cluster`, or \
+                     ballista-scheduler and ballista-executor) or drop --engine / GTM_LOOP_ENGINE to run here"
+                );
+            }
             if let (true, Some(limit)) =
                 (e.to_string().contains("Resources exhausted"), crate::layers::session::memory_limit())
             {
@@ -376,10 +401,23 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Run { cadence: None, .. } => cli.lake == DEFAULT_LAKE,
         _ => false,
     };
-    let mut lake = if creates { Lake::create(&cli.lake)? } else { Lake::open(&cli.lake)? };
-    lake.profile_file = cli.profile.clone();
+    let engine = crate::lake::engine::Engine::parse(&cli.engine)?;
     let mut stdout = std::io::stdout().lock();
     let out: &mut dyn Write = &mut stdout;
+    if let Command::Cluster { executors, slots } = cli.command {
+        return cluster(executors, slots, out).await;
+    }
+    let mut lake = if creates { Lake::create(&cli.lake)? } else { Lake::open(&cli.lake)? };
+    lake.profile_file = cli.profile.clone();
+    lake.engine = engine;
+    let result = dispatch(cli, &lake, out).await;
+    // What this process wrote for a cluster's executors goes, whatever the command's outcome.
+    let cleaned = crate::layers::session::remove_scratch(&lake).await;
+    result.and(cleaned)
+}
+
+/// Runs one command on an opened lake.
+async fn dispatch(cli: Cli, lake: &Lake, out: &mut dyn Write) -> Result<()> {
     match cli.command {
         Command::Run { cadence: what, as_of, today, rerun, spec, opportunities } => {
             use cadence::spec::Cadence;
@@ -390,7 +428,7 @@ pub async fn run(cli: Cli) -> Result<()> {
                 })
             };
             match what {
-                None => cadence::run(&lake, as_of, opportunities, out).await,
+                None => cadence::run(lake, as_of, opportunities, out).await,
                 Some(RunWhat::Due) => {
                     if opts.spec_file.is_some() {
                         return Err(Error::Refused(
@@ -398,47 +436,47 @@ pub async fn run(cli: Cli) -> Result<()> {
                         ));
                     }
                     let today = today.unwrap_or_else(|| chrono::Utc::now().date_naive());
-                    cadence::runner::due(&lake, today, &opts, out).await
+                    cadence::runner::due(lake, today, &opts, out).await
                 }
                 Some(RunWhat::Weekly) => {
-                    cadence::runner::run_one(&lake, Cadence::Weekly, need_as_of()?, &opts, out).await
+                    cadence::runner::run_one(lake, Cadence::Weekly, need_as_of()?, &opts, out).await
                 }
                 Some(RunWhat::Monthly) => {
-                    cadence::runner::run_one(&lake, Cadence::Monthly, need_as_of()?, &opts, out).await
+                    cadence::runner::run_one(lake, Cadence::Monthly, need_as_of()?, &opts, out).await
                 }
                 Some(RunWhat::Quarterly) => {
-                    cadence::runner::run_one(&lake, Cadence::Quarterly, need_as_of()?, &opts, out).await
+                    cadence::runner::run_one(lake, Cadence::Quarterly, need_as_of()?, &opts, out).await
                 }
             }
         }
         Command::Backfill { from, to, cadences, rerun } => {
             let opts = cadence::runner::Options { rerun, json: cli.json, spec_file: None };
             let cadences = if cadences.is_empty() { cadence::spec::Cadence::ALL.to_vec() } else { cadences };
-            cadence::runner::backfill(&lake, from, to, &cadences, &opts, out).await
+            cadence::runner::backfill(lake, from, to, &cadences, &opts, out).await
         }
-        Command::Runs { command: RunsCommand::List } => cadence::runs::list(&lake, cli.json, out).await,
-        Command::Runs { command: RunsCommand::Show { id } } => cadence::runs::show(&lake, &id, cli.json, out).await,
-        Command::Unlock { force } => Ok(write!(out, "{}", crate::outputs::cadence::unlock(&lake, force).await?)?),
-        Command::Gc { min_age_secs, dry_run } => cadence::runs::gc(&lake, min_age_secs, dry_run, out).await,
+        Command::Runs { command: RunsCommand::List } => cadence::runs::list(lake, cli.json, out).await,
+        Command::Runs { command: RunsCommand::Show { id } } => cadence::runs::show(lake, &id, cli.json, out).await,
+        Command::Unlock { force } => Ok(write!(out, "{}", crate::outputs::cadence::unlock(lake, force).await?)?),
+        Command::Gc { min_age_secs, dry_run } => cadence::runs::gc(lake, min_age_secs, dry_run, out).await,
         Command::Kpis { as_of, catalog, job, fiscal_year_start, week_starts_sunday } => {
-            jobs::kpis(&lake, as_of, catalog.as_deref(), job.as_deref(), fiscal_year_start, week_starts_sunday, out)
+            jobs::kpis(lake, as_of, catalog.as_deref(), job.as_deref(), fiscal_year_start, week_starts_sunday, out)
                 .await
         }
         Command::Risk { as_of, playbook, playbook_version } => {
-            jobs::risk(&lake, as_of, playbook.as_deref(), playbook_version.as_deref(), out).await
+            jobs::risk(lake, as_of, playbook.as_deref(), playbook_version.as_deref(), out).await
         }
         Command::Models { as_of, playbook, playbook_version } => {
-            jobs::models(&lake, as_of, playbook.as_deref(), playbook_version.as_deref(), out).await
+            jobs::models(lake, as_of, playbook.as_deref(), playbook_version.as_deref(), out).await
         }
-        Command::Proposals { command } => loop_cmds::proposals_cmd(&lake, command, out).await,
-        Command::Playbook { command } => loop_cmds::playbook_cmd(&lake, command, out).await,
-        Command::Patterns { as_of, job } => jobs::patterns(&lake, as_of, job.as_deref(), out).await,
+        Command::Proposals { command } => loop_cmds::proposals_cmd(lake, command, out).await,
+        Command::Playbook { command } => loop_cmds::playbook_cmd(lake, command, out).await,
+        Command::Patterns { as_of, job } => jobs::patterns(lake, as_of, job.as_deref(), out).await,
         Command::Action { deal, did, why, by, on, as_of, from_tasks } => {
             let by_hand = jobs::ActionByHand { deal, did, why, by, on };
-            jobs::action(&lake, as_of, from_tasks, by_hand, out).await
+            jobs::action(lake, as_of, from_tasks, by_hand, out).await
         }
         Command::Backtest { from, to, every_days, horizon_days, playbook } => {
-            jobs::backtest(&lake, from, to, every_days, horizon_days, playbook.as_deref(), out).await
+            jobs::backtest(lake, from, to, every_days, horizon_days, playbook.as_deref(), out).await
         }
         Command::Funnel { as_of, journey, journeys, by, grain, fiscal_year_start, week_starts_sunday } => {
             let cal = crate::jobs::calendar::Calendar {
@@ -446,7 +484,7 @@ pub async fn run(cli: Cli) -> Result<()> {
                 fiscal_year_start_month: fiscal_year_start,
                 week_starts_sunday,
             };
-            jobs::funnel(&lake, as_of, journey.as_deref(), journeys.as_deref(), &by, &cal, out).await
+            jobs::funnel(lake, as_of, journey.as_deref(), journeys.as_deref(), &by, &cal, out).await
         }
         Command::Generate { opportunities, seed, end, days, usage_days, shape, null_effects, confounded, scenario } => {
             let scenario = scenario.as_deref().map(crate::demo::Scenario::load).transpose()?;
@@ -461,20 +499,20 @@ pub async fn run(cli: Cli) -> Result<()> {
                 confounded,
                 scenario,
             };
-            lake_cmds::generate(&lake, &opts, out).await
+            lake_cmds::generate(lake, &opts, out).await
         }
-        Command::Validate { as_of } => lake_cmds::validate(&lake, as_of, out).await,
-        Command::Import { mapping, source } => lake_cmds::import(&lake, &mapping, &source, out).await,
+        Command::Validate { as_of } => lake_cmds::validate(lake, as_of, out).await,
+        Command::Import { mapping, source } => lake_cmds::import(lake, &mapping, &source, out).await,
         Command::Contract => Ok(write!(out, "{}", Contract::builtin().to_markdown())?),
         Command::Query { sql, as_of, format, out: file } => {
-            query::query_command(&lake, &sql, as_of, format, file.as_deref(), out).await
+            query::query_command(lake, &sql, as_of, format, file.as_deref(), out).await
         }
         Command::Tables { as_of } => {
-            let session = open_for_reading(&lake, AsOf(as_of)).await?;
+            let session = open_for_reading(lake, AsOf(as_of)).await?;
             Ok(write!(out, "{}", query::tables(&session).await?)?)
         }
         Command::Describe { table, as_of } => {
-            let session = open_for_reading(&lake, AsOf(as_of)).await?;
+            let session = open_for_reading(lake, AsOf(as_of)).await?;
             Ok(write!(out, "{}", query::describe(&session, &table).await?)?)
         }
         Command::Bench { opportunities, scales, skip_generate, as_of, duckdb, units, report } => {
@@ -484,7 +522,7 @@ pub async fn run(cli: Cli) -> Result<()> {
                 (None, false) => scales,
             };
             let opts = bench::Options { scales, skip_generate, as_of, duckdb, units };
-            let measures = bench::run(&lake, &opts, &mut std::io::stderr()).await?;
+            let measures = bench::run(lake, &opts, &mut std::io::stderr()).await?;
             if let Some(path) = report {
                 let with = |ext: &str| path.with_extension(ext);
                 std::fs::write(with("md"), bench::markdown(&measures))?;
@@ -507,7 +545,28 @@ pub async fn run(cli: Cli) -> Result<()> {
                 )))
             }
         }
+        Command::Cluster { .. } => unreachable!("handled before a lake is opened"),
     }
+}
+
+/// `cluster`: a scheduler and executors in this process, serving until the process is stopped.
+#[cfg(feature = "distributed")]
+async fn cluster(executors: usize, slots: Option<usize>, out: &mut dyn Write) -> Result<()> {
+    let slots = slots.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2));
+    let addr = crate::layers::cluster::start_local(executors, slots).await?;
+    // The first line is the address, for scripts and tests that start a cluster and read it.
+    writeln!(out, "df://localhost:{}", addr.port())?;
+    writeln!(out, "ballista scheduler with {executors} executor(s) of {slots} task slot(s); stop with Ctrl-C")?;
+    out.flush()?;
+    std::future::pending::<()>().await;
+    Ok(())
+}
+
+#[cfg(not(feature = "distributed"))]
+async fn cluster(_executors: usize, _slots: Option<usize>, _out: &mut dyn Write) -> Result<()> {
+    Err(Error::Refused(
+        "this binary was built without the distributed engine; build it with `--features distributed`".into(),
+    ))
 }
 
 /// Jobs do not run on a lake that breaks its contract (they would read empty tables as zeros).

@@ -5,6 +5,7 @@
 //! ways rows get into `raw/` (typed row buffers, declarative imports of other exports).
 
 pub mod contract;
+pub mod engine;
 pub mod import;
 pub mod inspect;
 pub mod profile;
@@ -37,6 +38,8 @@ pub struct Lake {
     /// The cadence run (weekly, monthly, quarterly) this process works for, if any: the runs its
     /// jobs commit are stamped with it and stay invisible until that cadence run commits.
     pub batch: Option<String>,
+    /// Where this process's plans run (`--engine`): here, or on a Ballista cluster.
+    pub engine: engine::Engine,
 }
 
 impl std::fmt::Debug for Lake {
@@ -83,6 +86,7 @@ impl Lake {
                 location: location.to_string(),
                 profile_file: None,
                 batch: None,
+                engine: engine::Engine::Embedded,
             });
         }
         let mut url = Url::parse(location).map_err(|e| err(format!("not a URL: {e}")))?;
@@ -93,7 +97,16 @@ impl Lake {
         let root = Path::from_url_path(url.path()).map_err(|e| err(e.to_string()))?;
         let store_url =
             Url::parse(&format!("{}://{}", url.scheme(), url.authority())).map_err(|e| err(e.to_string()))?;
-        Ok(Lake { url, store_url, store, root, location: location.to_string(), profile_file: None, batch: None })
+        Ok(Lake {
+            url,
+            store_url,
+            store,
+            root,
+            location: location.to_string(),
+            profile_file: None,
+            batch: None,
+            engine: engine::Engine::Embedded,
+        })
     }
 
     /// The object path of `rel` (a `/`-separated path under the lake root).

@@ -15,7 +15,7 @@ use crate::error::{Error, Result};
 use crate::lake::contract::{ColumnType, cdc_columns, quote};
 use crate::lake::inspect::Landed;
 use crate::lake::profile::{CONCEPTS, in_contract, stages_sql};
-use crate::layers::{LakeSession, shared};
+use crate::layers::LakeSession;
 
 const KNOWN_TEMPLATE: &str = repo_file!("sql/staging/_known_as_of.sql");
 
@@ -67,10 +67,7 @@ pub async fn register(session: &LakeSession, landed: &Landed) -> Result<()> {
     if table.name == "opportunity_stage" && !landed.present() && !session.profile.stages.is_empty() {
         let sql = stages_sql(&session.profile.stages);
         let view = session.ctx.sql(&sql).await?.into_view();
-        session.ctx.register_table(
-            "known.opportunity_stage",
-            shared::wrap(session.fingerprint, "known.opportunity_stage", view),
-        )?;
+        session.ctx.register_table("known.opportunity_stage", session.share("known.opportunity_stage", view))?;
         return Ok(());
     }
     let extra = profile_columns(session, landed);
@@ -134,7 +131,15 @@ pub async fn register(session: &LakeSession, landed: &Landed) -> Result<()> {
         as_landed: session.ctx.sql(&as_landed).await.map_err(plan_err)?.into_view(),
         check: session.ctx.sql(&check).await.map_err(plan_err)?.into_unoptimized_plan(),
     };
-    session.ctx.register_table(name.as_str(), shared::wrap(session.fingerprint, &name, Arc::new(known)))?;
+    if session.lake.engine.is_cluster() {
+        // A cluster gets a plain view (a custom provider does not serialise): which one is decided
+        // now, by the same aggregate run on the cluster.
+        let unique = known.keys_unique(&session.ctx.state()).await?;
+        let view = if unique { known.as_landed } else { known.deduplicated };
+        session.ctx.register_table(name.as_str(), view)?;
+        return Ok(());
+    }
+    session.ctx.register_table(name.as_str(), session.share(&name, Arc::new(known)))?;
     Ok(())
 }
 

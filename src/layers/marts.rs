@@ -2,7 +2,7 @@
 //! the risk flags read), registered as `mart.<table>` views over staging.
 
 use crate::error::Result;
-use crate::layers::{LakeSession, shared};
+use crate::layers::LakeSession;
 
 /// Mart views (name, file, SQL), in dependency order (`stage_exit` reads `deal`).
 pub const MART_SQL: &[(&str, &str, &str)] = &[
@@ -19,7 +19,7 @@ pub async fn register(session: &LakeSession) -> Result<()> {
     for (name, file, sql) in MART_SQL {
         let view = session.declared(sql, file).await?.into_view();
         let table = format!("mart.{name}");
-        session.ctx.register_table(table.as_str(), shared::wrap(session.fingerprint, &table, view))?;
+        session.ctx.register_table(table.as_str(), session.share(&table, view))?;
     }
     Ok(())
 }

@@ -4,6 +4,8 @@
 //! Registration order is decided here for the layers this module owns; `outputs::open_session`
 //! adds what runs published (`output`, `log`) on top, so nothing here knows about outputs.
 
+#[cfg(feature = "distributed")]
+pub mod cluster;
 pub mod columns;
 pub mod known;
 pub mod marts;

@@ -18,7 +18,6 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::{ArrayRef, RecordBatch, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-use datafusion::datasource::MemTable;
 
 use crate::error::Result;
 use crate::layers::LakeSession;
@@ -270,9 +269,7 @@ pub fn batch(rows: &[Membership]) -> Result<RecordBatch> {
 /// Registers `mart.org_unit` on the session.
 pub async fn register(session: &LakeSession) -> Result<()> {
     let rows = memberships(session).await?;
-    let table = MemTable::try_new(schema(), vec![vec![batch(&rows)?]])?;
-    session.ctx.register_table("mart.org_unit", Arc::new(table))?;
-    Ok(())
+    session.register_rows("mart.org_unit", schema(), vec![batch(&rows)?]).await
 }
 
 #[cfg(test)]

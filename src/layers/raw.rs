@@ -3,7 +3,6 @@
 
 use std::sync::Arc;
 
-use datafusion::datasource::MemTable;
 use datafusion::datasource::file_format::csv::CsvFormat;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig};
@@ -17,8 +16,7 @@ pub async fn register(session: &LakeSession, landed: &Landed) -> Result<()> {
     let name = format!("raw.{}", landed.table.name);
     let (Some(schema), Some(format)) = (landed.schema.clone(), landed.format) else {
         let empty = Arc::new(landed.table.arrow_schema(landed.table.cdc));
-        session.ctx.register_table(name, Arc::new(MemTable::try_new(empty, vec![vec![]])?))?;
-        return Ok(());
+        return session.register_rows(&name, empty, vec![]).await;
     };
     let options = match format {
         Format::Parquet => ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet"),

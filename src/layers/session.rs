@@ -4,7 +4,12 @@
 use std::sync::Arc;
 
 use datafusion::arrow::array::RecordBatch;
-use datafusion::catalog::MemorySchemaProvider;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::catalog::{MemorySchemaProvider, TableProvider};
+use datafusion::datasource::MemTable;
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig};
+use datafusion::execution::SessionState;
 use datafusion::prelude::{SessionConfig, SessionContext};
 
 use crate::error::{ContractProblem, Error, Result};
@@ -41,7 +46,12 @@ impl LakeSession {
             .with_information_schema(true)
             .with_target_partitions(std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).max(2));
         let runtime = runtime()?;
-        let ctx = SessionContext::new_with_config_rt(config, runtime);
+        let state = datafusion::execution::SessionStateBuilder::new()
+            .with_config(config)
+            .with_runtime_env(runtime)
+            .with_default_features()
+            .build();
+        let ctx = SessionContext::new_with_state(engine_state(state, &lake.engine)?);
         lake.register(&ctx);
         let catalog = ctx.catalog("datafusion").ok_or_else(|| Error::Other("no default catalog".into()))?;
         for (schema, _) in SCHEMAS {
@@ -100,6 +110,41 @@ impl LakeSession {
         let cached = df.cache().await.map_err(|e| Error::Other(format!("cannot materialise {table}: {e}")))?;
         let _ = self.ctx.deregister_table(table)?;
         self.ctx.register_table(table, cached.into_view())?;
+        Ok(())
+    }
+
+    /// A layer table as the session serves it: embedded, computed once per lake snapshot and shared
+    /// (`layers::shared`); on a cluster, the plain view, which travels with every plan (executors
+    /// cannot reach this process's memory, and Ballista serialises only views and file listings).
+    pub fn share(&self, name: &str, view: Arc<dyn TableProvider>) -> Arc<dyn TableProvider> {
+        if self.lake.engine.is_cluster() { view } else { crate::layers::shared::wrap(self.fingerprint, name, view) }
+    }
+
+    /// Registers rows computed in this process (org units, run manifests, the audit log, periods)
+    /// as `name`, replacing any table of that name. Embedded they stay in memory; on a cluster they
+    /// are written as one Parquet file under the lake's scratch prefix (`_engine/`) and registered
+    /// as a listing, so a plan that reads them still serialises and every executor can read them.
+    pub async fn register_rows(&self, name: &str, schema: SchemaRef, batches: Vec<RecordBatch>) -> Result<()> {
+        let _ = self.ctx.deregister_table(name)?;
+        if !self.lake.engine.is_cluster() {
+            self.ctx.register_table(name, Arc::new(MemTable::try_new(schema, vec![batches])?))?;
+            return Ok(());
+        }
+        let mut buf = Vec::new();
+        let mut writer = datafusion::parquet::arrow::ArrowWriter::try_new(&mut buf, schema.clone(), None)?;
+        for batch in &batches {
+            writer.write(batch)?;
+        }
+        writer.close()?;
+        // A new file per registration: a plan still running may read the previous one.
+        static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let rel = format!("{}/{name}-{seq}.parquet", scratch_prefix());
+        self.lake.put(&rel, buf).await?;
+        let options = ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
+        let config =
+            ListingTableConfig::new(self.lake.listing_url(&rel)?).with_listing_options(options).with_schema(schema);
+        self.ctx.register_table(name, Arc::new(ListingTable::try_new(config)?))?;
         Ok(())
     }
 
@@ -191,6 +236,43 @@ impl LakeSession {
             }
         }
         out
+    }
+}
+
+/// The lake-relative folder where this process writes the rows it registers for a cluster's
+/// executors to read (see `register_rows`): one folder per process, removed when the command ends
+/// (`remove_scratch`) and by `gc` when a process died before that.
+pub fn scratch_prefix() -> &'static str {
+    static PREFIX: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    PREFIX.get_or_init(|| {
+        let nanos =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+        format!("{SCRATCH_DIR}/{}-{nanos}", std::process::id())
+    })
+}
+
+/// Where `register_rows` writes for a cluster, under the lake root.
+pub const SCRATCH_DIR: &str = "_engine";
+
+/// Removes what this process wrote for a cluster's executors (nothing on the embedded engine).
+pub async fn remove_scratch(lake: &Lake) -> Result<()> {
+    if lake.engine.is_cluster() {
+        lake.delete_prefix(scratch_prefix()).await?;
+    }
+    Ok(())
+}
+
+/// The session state for the engine: as built, or handed to a Ballista scheduler, whose query
+/// planner sends each optimised logical plan to the cluster instead of executing it here.
+fn engine_state(state: SessionState, engine: &crate::lake::engine::Engine) -> Result<SessionState> {
+    match engine {
+        crate::lake::engine::Engine::Embedded => Ok(state),
+        #[cfg(feature = "distributed")]
+        crate::lake::engine::Engine::Cluster { scheduler } => crate::layers::cluster::client_state(state, scheduler),
+        #[cfg(not(feature = "distributed"))]
+        crate::lake::engine::Engine::Cluster { scheduler } => Err(Error::Refused(format!(
+            "--engine {scheduler}: this binary was built without the distributed engine; build it with `--features distributed`"
+        ))),
     }
 }
 

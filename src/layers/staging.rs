@@ -2,7 +2,7 @@
 //! as-of filtered over `known`, registered as `staging.<table>` views.
 
 use crate::error::Result;
-use crate::layers::{LakeSession, shared};
+use crate::layers::LakeSession;
 
 macro_rules! staging_sql {
     ($($name:literal),* $(,)?) => {
@@ -38,7 +38,7 @@ pub async fn register(session: &LakeSession) -> Result<()> {
     for (name, sql) in STAGING_SQL {
         let view = session.declared(sql, &format!("sql/staging/{name}.sql")).await?.into_view();
         let table = format!("staging.{name}");
-        session.ctx.register_table(table.as_str(), shared::wrap(session.fingerprint, &table, view))?;
+        session.ctx.register_table(table.as_str(), session.share(&table, view))?;
     }
     Ok(())
 }

@@ -297,7 +297,7 @@ fn fill_counts(row: &mut PatternRow, t: &Table2x2) {
 pub async fn run(session: &LakeSession, job: &PatternsJob) -> Result<PatternsRun> {
     let started = Instant::now();
     let traj = trajectory::build(session).await?;
-    traj.register(session)?;
+    traj.register(session).await?;
     let built_ms = started.elapsed().as_millis() as u64;
     run_on(session, job, &traj, built_ms).await
 }
@@ -339,11 +339,7 @@ async fn run_on(session: &LakeSession, job: &PatternsJob, traj: &Trajectory, bui
                     "jobs/patterns.toml (stage-entry rows)",
                 )
                 .await?;
-            let _ = session.ctx.deregister_table(BASE_TABLE)?;
-            session.ctx.register_table(
-                BASE_TABLE,
-                Arc::new(datafusion::datasource::MemTable::try_new(traj.schema.clone(), vec![base])?),
-            )?;
+            session.register_rows(BASE_TABLE, traj.schema.clone(), base).await?;
             collect_signatures(session, &session.fill(&signature_sql(job, &usable, None)), &mut sigs).await?;
             for col in &s.interactions {
                 collect_signatures(session, &session.fill(&signature_sql(job, &usable, Some(col))), &mut sigs).await?;

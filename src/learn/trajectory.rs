@@ -6,7 +6,6 @@ use std::sync::Arc;
 use chrono::{Days, NaiveDate};
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
-use datafusion::datasource::MemTable;
 
 use crate::error::{Error, Result};
 use crate::layers::LakeSession;
@@ -88,11 +87,8 @@ impl Trajectory {
     }
 
     /// Registers the rows as `mart.deal_trajectory` on the session.
-    pub fn register(&self, session: &LakeSession) -> Result<()> {
-        let table = MemTable::try_new(self.schema.clone(), vec![self.batches.clone()])?;
-        let _ = session.ctx.deregister_table("mart.deal_trajectory")?;
-        session.ctx.register_table("mart.deal_trajectory", Arc::new(table))?;
-        Ok(())
+    pub async fn register(&self, session: &LakeSession) -> Result<()> {
+        session.register_rows("mart.deal_trajectory", self.schema.clone(), self.batches.clone()).await
     }
 }
 
@@ -186,8 +182,7 @@ pub async fn build(session: &LakeSession) -> Result<Trajectory> {
             let df = session.declared(&fill_slice(step, k, n), &format!("{TRAJECTORY_FILE} (step {table})")).await?;
             let step_schema = Arc::new(df.schema().as_arrow().clone());
             let rows = df.collect().await.map_err(run)?;
-            let _ = session.ctx.deregister_table(table.as_str())?;
-            session.ctx.register_table(table.as_str(), Arc::new(MemTable::try_new(step_schema, vec![rows])?))?;
+            session.register_rows(table, step_schema, rows).await?;
         }
         let df = session.declared(&fill_slice(last, k, n), TRAJECTORY_FILE).await?;
         schema.get_or_insert_with(|| Arc::new(df.schema().as_arrow().clone()));

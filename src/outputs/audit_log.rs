@@ -6,7 +6,6 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::{ArrayRef, Float64Array, RecordBatch, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
-use datafusion::datasource::MemTable;
 use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
@@ -127,6 +126,5 @@ pub async fn register(session: &LakeSession) -> Result<()> {
             col(&|d| Some(d.code_version.clone())),
         ],
     )?;
-    session.ctx.register_table("log.audit", Arc::new(MemTable::try_new(schema, vec![vec![batch]])?))?;
-    Ok(())
+    session.register_rows("log.audit", schema, vec![batch]).await
 }

@@ -13,7 +13,6 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::{ArrayRef, Float64Array, RecordBatch, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-use datafusion::datasource::MemTable;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig};
 use datafusion::parquet::arrow::ArrowWriter;
@@ -214,7 +213,7 @@ pub async fn register(session: &LakeSession) -> Result<()> {
     let _ = session.ctx.deregister_table("log.decision_trace_parts")?;
     let _ = session.ctx.deregister_table("log.decision_trace")?;
     if files.is_empty() {
-        session.ctx.register_table("log.decision_trace_parts", Arc::new(MemTable::try_new(schema(), vec![vec![]])?))?;
+        session.register_rows("log.decision_trace_parts", schema(), vec![]).await?;
     } else {
         let urls = files.iter().map(|f| session.lake.listing_url(f)).collect::<Result<Vec<_>>>()?;
         let options = ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");

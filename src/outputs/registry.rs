@@ -6,7 +6,6 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::{ArrayRef, RecordBatch, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
-use datafusion::datasource::MemTable;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig};
 
@@ -85,6 +84,8 @@ pub async fn register_outputs(session: &LakeSession) -> Result<()> {
         // "playbook <label> <content hash>" for the jobs that use a playbook.
         Field::new("playbook_version", DataType::Utf8, true),
         Field::new("notes", DataType::Utf8, false),
+        // Where the run's plans executed: NULL for this process, `ballista df://host:port` on a cluster.
+        Field::new("engine", DataType::Utf8, true),
     ]));
     let col = |f: &dyn Fn(&Manifest) -> String| -> ArrayRef {
         Arc::new(StringArray::from(runs.iter().map(f).collect::<Vec<_>>()))
@@ -101,8 +102,8 @@ pub async fn register_outputs(session: &LakeSession) -> Result<()> {
             Arc::new(StringArray::from(runs.iter().map(|m| m.playbook_version.clone()).collect::<Vec<_>>())),
             // What the run could not measure or chose to skip, one note per line.
             col(&|m| m.notes.join("\n")),
+            Arc::new(StringArray::from(runs.iter().map(|m| m.engine.clone()).collect::<Vec<_>>())),
         ],
     )?;
-    session.ctx.register_table("output.runs", Arc::new(MemTable::try_new(schema, vec![vec![batch]])?))?;
-    Ok(())
+    session.register_rows("output.runs", schema, vec![batch]).await
 }

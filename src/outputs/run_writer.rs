@@ -70,6 +70,9 @@ pub struct Manifest {
     /// (`output/_cadence/<batch>.json` with status committed). None for a job run on its own.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub batch: Option<String>,
+    /// Where the run's plans executed, when not in this process: `ballista df://host:port`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine: Option<String>,
 }
 
 /// Collects a run's tables; nothing is visible until `commit`.
@@ -208,6 +211,7 @@ impl RunWriter {
             notes: std::mem::take(&mut self.notes),
             artifacts: std::mem::take(&mut self.artifacts),
             batch: self.lake.batch.clone(),
+            engine: self.lake.engine.is_cluster().then(|| self.lake.engine.label()),
         };
         let json = serde_json::to_vec_pretty(&manifest).map_err(|e| Error::Other(e.to_string()))?;
         self.lake.put(&format!("{RUNS_DIR}/{}.json", manifest.run_id), json).await?;

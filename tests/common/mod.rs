@@ -20,7 +20,12 @@ pub fn run(lake: &Path, args: &[&str]) -> Run {
 
 pub fn run_env(lake: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
     let mut cmd = Command::new(bin());
-    cmd.arg("--lake").arg(lake).args(args).env_remove("GTM_LOOP_LAKE").env_remove("GTM_LOOP_FAIL_AFTER_WRITE");
+    cmd.arg("--lake")
+        .arg(lake)
+        .args(args)
+        .env_remove("GTM_LOOP_LAKE")
+        .env_remove("GTM_LOOP_ENGINE")
+        .env_remove("GTM_LOOP_FAIL_AFTER_WRITE");
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -38,6 +43,7 @@ pub fn run_in(cwd: &Path, args: &[&str]) -> Run {
         .current_dir(cwd)
         .args(args)
         .env_remove("GTM_LOOP_LAKE")
+        .env_remove("GTM_LOOP_ENGINE")
         .env_remove("GTM_LOOP_FAIL_AFTER_WRITE")
         .output()
         .expect("run gtm-loop");

@@ -150,6 +150,13 @@ async fn gc_locked(lake: &Lake, min_age_secs: u64, dry_run: bool, out: &mut dyn 
             doomed.push((rel, item.size));
         }
     }
+    // Rows a process registered for a cluster's executors (`_engine/`), left by a process that
+    // died before removing them; a process still running keeps its own (younger than the cutoff).
+    for item in lake.list(&format!("{}/", crate::layers::session::SCRATCH_DIR)).await? {
+        if item.last_modified < cutoff {
+            doomed.push((lake.relative(&item.location), item.size));
+        }
+    }
     let manifests: Vec<String> =
         dead.iter().map(|m| format!("{}/{}.json", crate::outputs::run_writer::RUNS_DIR, m.run_id)).collect();
     let bytes: u64 = doomed.iter().map(|(_, b)| b).sum();

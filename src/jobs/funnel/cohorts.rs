@@ -31,7 +31,7 @@ pub(super) async fn cohort_table(session: &LakeSession, journey: &Journey, view:
         |x: &str| format!("(CAST(date_part('year', {x}) AS BIGINT) * 12 + CAST(date_part('month', {x}) AS BIGINT))");
     let sql = format!(
         "WITH c AS (SELECT date_trunc('month', t0) AS cohort, {cohort_mi} AS cm, {last_mi} AS lm FROM {view} WHERE t0 IS NOT NULL), \
-              m AS (SELECT value AS months FROM generate_series(0, 24)) \
+              m AS (SELECT unnest(generate_series(0, 24)) AS months) \
          SELECT CAST(CAST(c.cohort AS DATE) AS VARCHAR) AS cohort_month, m.months, COUNT(*) AS entered, \
                 SUM(CASE WHEN c.lm IS NOT NULL AND c.lm - c.cm <= m.months THEN 1 ELSE 0 END) AS reached \
          FROM c CROSS JOIN m \

@@ -15,7 +15,6 @@ use datafusion::arrow::array::{
     ArrayRef, BooleanArray, Date32Array, Float64Array, Int64Array, RecordBatch, StringArray,
 };
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-use datafusion::datasource::MemTable;
 
 pub use catalog::{Catalog, Direction, Job, Kind, Kpi, STAGES, Severity, Target, grain, grain_name, load};
 pub use model::{Cell, Period, Segment, Unit, fmt_value, level_rank, period_of, periods};
@@ -95,7 +94,7 @@ fn aggregate_sql(session: &LakeSession, kpi: &Kpi, cal: &Calendar) -> String {
 }
 
 /// The periods table a KPI may read (`mart.period`), for the grain being computed.
-fn register_periods(session: &LakeSession, list: &[Period]) -> Result<()> {
+async fn register_periods(session: &LakeSession, list: &[Period]) -> Result<()> {
     let schema = Arc::new(Schema::new(vec![
         Field::new("period_start", DataType::Date32, false),
         Field::new("period_end", DataType::Date32, false),
@@ -104,9 +103,7 @@ fn register_periods(session: &LakeSession, list: &[Period]) -> Result<()> {
         Arc::new(Date32Array::from(list.iter().map(|p| Date32Array::from_naive_date(f(p))).collect::<Vec<_>>()))
     };
     let batch = RecordBatch::try_new(schema.clone(), vec![d(&|p| p.start), d(&|p| p.end)])?;
-    let _ = session.ctx.deregister_table("mart.period")?;
-    session.ctx.register_table("mart.period", Arc::new(MemTable::try_new(schema, vec![vec![batch]])?))?;
-    Ok(())
+    session.register_rows("mart.period", schema, vec![batch]).await
 }
 
 trait FromNaive {
@@ -159,7 +156,7 @@ pub async fn compute(
     for g in &job.grains {
         let cal = Calendar { grain: grain(g).map_err(Error::Other)?, fiscal_year_start_month, week_starts_sunday };
         let list = periods(&cal, first, as_of);
-        register_periods(session, &list)?;
+        register_periods(session, &list).await?;
         // Deal snapshots at each period's start and end, once per grain, for the KPIs that need them.
         for (name, sql) in SNAPSHOT_SQL {
             let table = format!("mart.{name}");
