@@ -60,10 +60,46 @@ mod on_ballista {
         }
     }
 
+    /// A command on the cluster, killed (and the test failed) if it takes over five minutes: a
+    /// Ballista job that never finishes must fail the run, not hold CI until its limit.
     fn on(url: &str, lake: &Path, args: &[&str]) -> super::common::Run {
-        let mut all = vec!["--engine", url];
-        all.extend_from_slice(args);
-        run(lake, &all)
+        let mut child = Command::new(bin())
+            .arg("--lake")
+            .arg(lake)
+            .args(["--engine", url])
+            .args(args)
+            .env_remove("GTM_LOOP_LAKE")
+            .env_remove("GTM_LOOP_ENGINE")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run gtm-loop");
+        let (mut out, mut err) = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
+        let out = std::thread::spawn(move || {
+            let mut s = String::new();
+            std::io::Read::read_to_string(&mut out, &mut s).map(|_| s).unwrap_or_default()
+        });
+        let err = std::thread::spawn(move || {
+            let mut s = String::new();
+            std::io::Read::read_to_string(&mut err, &mut s).map(|_| s).unwrap_or_default()
+        });
+        let deadline = std::time::Instant::now() + Duration::from_secs(300);
+        let status = loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                break status;
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("{args:?} on the cluster did not finish in 300 s");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        super::common::Run {
+            code: status.code().unwrap_or(-1),
+            stdout: out.join().unwrap(),
+            stderr: err.join().unwrap(),
+        }
     }
 
     /// `tables` prints every table of every layer with its row count: the header names the lake.
