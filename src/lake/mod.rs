@@ -76,27 +76,23 @@ impl Lake {
             if !url.path().ends_with('/') {
                 url.set_path(&format!("{}/", url.path()));
             }
-            let root = Path::from_url_path(url.path()).map_err(|e| err(e.to_string()))?;
             let store: Arc<dyn ObjectStore> = Arc::new(object_store::local::LocalFileSystem::new());
-            return Ok(Lake {
-                store_url: Url::parse("file:///").expect("static url"),
-                url,
-                store,
-                root,
-                location: location.to_string(),
-                profile_file: None,
-                batch: None,
-                engine: engine::Engine::Embedded,
-            });
+            return Lake::at(location, url, Url::parse("file:///").expect("static url"), store);
         }
         let mut url = Url::parse(location).map_err(|e| err(format!("not a URL: {e}")))?;
         if !url.path().ends_with('/') {
             url.set_path(&format!("{}/", url.path()));
         }
         let store = remote_store(&url).map_err(err)?;
-        let root = Path::from_url_path(url.path()).map_err(|e| err(e.to_string()))?;
         let store_url =
             Url::parse(&format!("{}://{}", url.scheme(), url.authority())).map_err(|e| err(e.to_string()))?;
+        Lake::at(location, url, store_url, store)
+    }
+
+    /// A lake rooted at `url` (trailing slash) in `store`, with no profile, batch or cluster set.
+    fn at(location: &str, url: Url, store_url: Url, store: Arc<dyn ObjectStore>) -> Result<Lake> {
+        let root = Path::from_url_path(url.path())
+            .map_err(|e| Error::Lake { location: location.to_string(), message: e.to_string() })?;
         Ok(Lake {
             url,
             store_url,
