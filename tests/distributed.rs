@@ -179,13 +179,18 @@ mod on_ballista {
             "SELECT * FROM mart.deal ORDER BY 1",
             "SELECT * FROM mart.org_unit ORDER BY unit_id, member_id",
             "SELECT stage_name, COUNT(*) AS n, SUM(amount) AS amount FROM staging.opportunity GROUP BY 1 ORDER BY 1",
+            // An empty aggregate read under UNION ALL: Ballista's adaptive planner never finished
+            // this shape (the momentum query and the KPI job have it), so the client turns it off.
+            "SELECT COUNT(*) AS n, COUNT(account_id) AS with_account FROM (SELECT account_id FROM staging.opportunity \
+             UNION ALL SELECT account_id FROM staging.task WHERE created_date > TIMESTAMP '2199-01-01' \
+             GROUP BY account_id) AS u",
         ] {
             let args = ["query", sql, "--as-of", AS_OF, "--format", "csv"];
             let here = run(&lake, &args);
             assert_eq!(here.code, 0, "{sql}: {}", here.stderr);
             let there = on(&cluster.url, &lake, &args);
             assert_eq!(there.code, 0, "{sql} on the cluster: {}", there.stderr);
-            assert!(here.stdout.lines().count() > 2, "{sql} returned nothing to compare");
+            assert!(here.stdout.lines().count() > 1, "{sql} returned nothing to compare");
             assert_eq!(here.stdout, there.stdout, "{sql} differs between the engines");
         }
 

@@ -553,6 +553,9 @@ async fn dispatch(cli: Cli, lake: &Lake, out: &mut dyn Write) -> Result<()> {
 #[cfg(feature = "distributed")]
 async fn cluster(executors: usize, slots: Option<usize>, out: &mut dyn Write) -> Result<()> {
     let slots = slots.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2));
+    // Ballista logs its jobs and stages through `log`: on stderr, warnings by default, RUST_LOG=info
+    // to follow each job.
+    let _ = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).try_init();
     let addr = crate::layers::cluster::start_local(executors, slots).await?;
     // The first line is the address, for scripts and tests that start a cluster and read it.
     writeln!(out, "df://localhost:{}", addr.port())?;

@@ -22,10 +22,28 @@ use datafusion::physical_plan::ExecutionPlan;
 use crate::error::{Error, Result};
 use crate::lake::engine::DEFAULT_SCHEDULER_PORT;
 
+/// Ballista settings for the client's jobs, `key=value,...` (Ballista's `ballista.*` keys).
+pub const SETTINGS_VAR: &str = "GTM_LOOP_BALLISTA_SET";
+
 /// `state` with its plans executed by the scheduler at `df://host[:port]`.
 pub fn client_state(state: SessionState, scheduler: &str) -> Result<SessionState> {
     let url = grpc_url(scheduler)?;
-    let state = state.upgrade_for_ballista(url).map_err(|e| Error::Other(format!("--engine {scheduler}: {e}")))?;
+    let mut state = state.upgrade_for_ballista(url).map_err(|e| Error::Other(format!("--engine {scheduler}: {e}")))?;
+    // Ballista 55's adaptive planner never finishes a job in which a hash-shuffled stage produced
+    // no rows and is read under a UNION ALL: the scheduler accepts it and it stays running, with
+    // no error (`SELECT count(*) FROM (SELECT a FROM t UNION ALL SELECT b FROM u WHERE false GROUP
+    // BY b)`). The momentum query and the KPI job have that shape whenever a table is empty as of
+    // the run date. The static distributed planner runs them; it is the default here.
+    let options = state.config_mut().options_mut();
+    options.set("ballista.planner.adaptive.enabled", "false")?;
+    // Other Ballista settings for this client's jobs, `key=value,key=value` (e.g. to turn the
+    // adaptive planner back on once it is fixed).
+    if let Ok(settings) = std::env::var(SETTINGS_VAR) {
+        for kv in settings.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+            options.set(k.trim(), v.trim()).map_err(|e| Error::Other(format!("{SETTINGS_VAR}: `{kv}`: {e}")))?;
+        }
+    }
     let planner = Arc::new(CheckedPlanner { inner: state.query_planner().clone(), scheduler: scheduler.to_string() });
     Ok(SessionStateBuilder::new_from_existing(state).with_query_planner(planner).build())
 }
