@@ -36,6 +36,11 @@ pub fn client_state(state: SessionState, scheduler: &str) -> Result<SessionState
     // the run date. The static distributed planner runs them; it is the default here.
     let options = state.config_mut().options_mut();
     options.set("ballista.planner.adaptive.enabled", "false")?;
+    // Ballista turns DataFusion's hash joins into sort-merge joins (they spill), but its static
+    // planner then splits a sort-merge join whose sides arrive with different partition counts
+    // (the funnel: "Invalid SortMergeJoinExec, partition count mismatch 2!=1"). Hash joins, as
+    // the embedded engine runs them, plan correctly on both planners.
+    options.set("datafusion.optimizer.prefer_hash_join", "true")?;
     // Other Ballista settings for this client's jobs, `key=value,key=value` (e.g. to turn the
     // adaptive planner back on once it is fixed).
     if let Ok(settings) = std::env::var(SETTINGS_VAR) {
