@@ -116,10 +116,27 @@ fn deal_draw(id: &str) -> f64 {
     crate::stats::experiment::assignment_uniform("win-model-sample", id)
 }
 
-/// Keeps the rows the model uses (training, test, open now), thinning training and test deals to
-/// about `MAX_ROWS` rows each, before the feature columns are built: on a large lake the trajectory
-/// holds tens of millions of weekly rows, and only these become features.
-fn thin(df: DataFrame, end: i64, cutoff: i64) -> Result<(DataFrame, Thinning)> {
+/// How many rows and deals of a frame each model side could use.
+#[derive(Debug, Default, Clone, Copy)]
+struct Eligible {
+    train_rows: usize,
+    train_deals: usize,
+    test_rows: usize,
+    test_deals: usize,
+}
+
+impl std::ops::AddAssign for Eligible {
+    fn add_assign(&mut self, o: Eligible) {
+        self.train_rows += o.train_rows;
+        self.train_deals += o.train_deals;
+        self.test_rows += o.test_rows;
+        self.test_deals += o.test_deals;
+    }
+}
+
+/// Each row's role, 0: not used, 1: training, 2: test (and stage entries of test deals), 3: open
+/// now; its deal's draw (training and test rows only); and the eligible counts.
+fn roles(df: &DataFrame, end: i64, cutoff: i64) -> Result<(Vec<u8>, Vec<f64>, Eligible)> {
     let keys = df
         .clone()
         .lazy()
@@ -139,24 +156,26 @@ fn thin(df: DataFrame, end: i64, cutoff: i64) -> Result<(DataFrame, Thinning)> {
     let closed = keys.column("closed_at_us").map_err(pe)?.i64().map_err(pe)?;
     let decided = keys.column("decided").map_err(pe)?.bool().map_err(pe)?;
     let staged = keys.column("staged").map_err(pe)?.bool().map_err(pe)?;
-    // 0: not used, 1: training, 2: test (and stage entries of test deals), 3: open now.
     let mut role = Vec::with_capacity(keys.height());
-    let (mut train_rows, mut test_rows) = (0usize, 0usize);
+    let mut draw = Vec::with_capacity(keys.height());
+    let mut e = Eligible::default();
     let (mut train_deals, mut test_deals) = (std::collections::HashSet::new(), std::collections::HashSet::new());
+    let mut draws: HashMap<&str, f64> = HashMap::new();
     for r in 0..keys.height() {
         let (Some(true), Some(id)) = (staged.get(r), deal.get(r)) else {
             role.push(0u8);
+            draw.push(0.0);
             continue;
         };
         let c = closed.get(r).filter(|c| *c < end && decided.get(r) == Some(true));
         let k = match c {
             Some(c) if c < cutoff => {
-                train_rows += 1;
+                e.train_rows += 1;
                 train_deals.insert(id);
                 1
             }
             Some(_) => {
-                test_rows += usize::from(snapshot.get(r) == Some("week"));
+                e.test_rows += usize::from(snapshot.get(r) == Some("week"));
                 test_deals.insert(id);
                 2
             }
@@ -169,26 +188,142 @@ fn thin(df: DataFrame, end: i64, cutoff: i64) -> Result<(DataFrame, Thinning)> {
             None => 0,
         };
         role.push(k);
+        draw.push(if k == 1 || k == 2 { *draws.entry(id).or_insert_with(|| deal_draw(id)) } else { 0.0 });
     }
-    let share = |rows: usize| if rows > MAX_ROWS { MAX_ROWS as f64 / rows as f64 } else { 1.0 };
-    let thinning = Thinning {
-        training_rows_eligible: train_rows,
-        training_deals_eligible: train_deals.len(),
-        training_share: share(train_rows),
-        test_rows_eligible: test_rows,
-        test_deals_eligible: test_deals.len(),
-        test_share: share(test_rows),
-    };
-    let keep: Vec<bool> = (0..keys.height())
-        .map(|r| match role[r] {
-            1 => thinning.training_share >= 1.0 || deal.get(r).is_some_and(|d| deal_draw(d) < thinning.training_share),
-            2 => thinning.test_share >= 1.0 || deal.get(r).is_some_and(|d| deal_draw(d) < thinning.test_share),
+    e.train_deals = train_deals.len();
+    e.test_deals = test_deals.len();
+    Ok((role, draw, e))
+}
+
+/// The rows to keep: every open-now row, and training and test rows whose deal's draw is below
+/// that side's share.
+fn keep_mask(role: &[u8], draw: &[f64], train: f64, test: f64) -> polars::prelude::BooleanChunked {
+    role.iter()
+        .zip(draw)
+        .map(|(k, d)| match k {
+            1 => train >= 1.0 || *d < train,
+            2 => test >= 1.0 || *d < test,
             3 => true,
             _ => false,
         })
-        .collect();
-    let mask: polars::prelude::BooleanChunked = keep.into_iter().collect();
+        .collect()
+}
+
+fn share(rows: usize) -> f64 {
+    if rows > MAX_ROWS { MAX_ROWS as f64 / rows as f64 } else { 1.0 }
+}
+
+/// Keeps the rows the model uses (training, test, open now), thinning training and test deals to
+/// about `MAX_ROWS` rows each, before the feature columns are built: on a large lake the trajectory
+/// holds tens of millions of weekly rows, and only these become features.
+#[cfg(test)]
+fn thin(df: DataFrame, end: i64, cutoff: i64) -> Result<(DataFrame, Thinning)> {
+    let (role, draw, e) = roles(&df, end, cutoff)?;
+    let thinning = Thinning {
+        training_rows_eligible: e.train_rows,
+        training_deals_eligible: e.train_deals,
+        training_share: share(e.train_rows),
+        test_rows_eligible: e.test_rows,
+        test_deals_eligible: e.test_deals,
+        test_share: share(e.test_rows),
+    };
+    let mask = keep_mask(&role, &draw, thinning.training_share, thinning.test_share);
     Ok((df.filter(&mask).map_err(pe)?, thinning))
+}
+
+/// `thin` applied slice by slice of the trajectory, so the whole trajectory is never held (on a
+/// million deals it is tens of millions of rows and its frame did not fit in 24 GiB). Each slice
+/// keeps its rows whose deal's draw is below a running threshold per side; when a side holds more
+/// than `4 * MAX_ROWS` rows, its threshold halves and the held slices are filtered again. The
+/// final share (`MAX_ROWS` over every eligible row) is then applied as `thin` would: a threshold
+/// only halves while it holds more than twice the rows the final share needs, so it stays above
+/// that share and the sample is the one `thin` takes of the whole trajectory (the deals drawn below
+/// the share). Were it ever below, the share reported is the threshold actually used.
+struct SliceSampler {
+    end: i64,
+    cutoff: i64,
+    frames: Vec<DataFrame>,
+    eligible: Eligible,
+    /// Running thresholds (training, test) and the rows held under them.
+    train: f64,
+    test: f64,
+    held_train: usize,
+    held_test: usize,
+}
+
+impl SliceSampler {
+    fn new(end: i64, cutoff: i64) -> SliceSampler {
+        SliceSampler {
+            end,
+            cutoff,
+            frames: Vec::new(),
+            eligible: Eligible::default(),
+            train: 1.0,
+            test: 1.0,
+            held_train: 0,
+            held_test: 0,
+        }
+    }
+
+    fn add(&mut self, df: DataFrame) -> Result<()> {
+        let (role, draw, e) = roles(&df, self.end, self.cutoff)?;
+        self.eligible += e;
+        let mask = keep_mask(&role, &draw, self.train, self.test);
+        for (k, keep) in role.iter().zip(mask.iter()) {
+            if keep == Some(true) {
+                self.held_train += usize::from(*k == 1);
+                self.held_test += usize::from(*k == 2);
+            }
+        }
+        self.frames.push(df.filter(&mask).map_err(pe)?);
+        while self.held_train > 4 * MAX_ROWS || self.held_test > 4 * MAX_ROWS {
+            if self.held_train > 4 * MAX_ROWS {
+                self.train /= 2.0;
+            }
+            if self.held_test > 4 * MAX_ROWS {
+                self.test /= 2.0;
+            }
+            self.refilter()?;
+        }
+        Ok(())
+    }
+
+    /// Filters the held slices with the current thresholds and recounts them.
+    fn refilter(&mut self) -> Result<()> {
+        (self.held_train, self.held_test) = (0, 0);
+        for frame in &mut self.frames {
+            let (role, draw, _) = roles(frame, self.end, self.cutoff)?;
+            let mask = keep_mask(&role, &draw, self.train, self.test);
+            for (k, keep) in role.iter().zip(mask.iter()) {
+                if keep == Some(true) {
+                    self.held_train += usize::from(*k == 1);
+                    self.held_test += usize::from(*k == 2);
+                }
+            }
+            *frame = frame.filter(&mask).map_err(pe)?;
+        }
+        Ok(())
+    }
+
+    fn finish(self, empty: DataFrame) -> Result<(DataFrame, Thinning)> {
+        let e = self.eligible;
+        let thinning = Thinning {
+            training_rows_eligible: e.train_rows,
+            training_deals_eligible: e.train_deals,
+            training_share: share(e.train_rows).min(self.train),
+            test_rows_eligible: e.test_rows,
+            test_deals_eligible: e.test_deals,
+            test_share: share(e.test_rows).min(self.test),
+        };
+        let mut all = empty;
+        for frame in &self.frames {
+            all.vstack_mut(frame).map_err(pe)?;
+        }
+        all.rechunk_mut();
+        let (role, draw, _) = roles(&all, self.end, self.cutoff)?;
+        let mask = keep_mask(&role, &draw, thinning.training_share, thinning.test_share);
+        Ok((all.filter(&mask).map_err(pe)?, thinning))
+    }
 }
 
 /// Builds the feature frame with Polars: stage and size-band indicators, numeric features cast and
@@ -500,13 +635,15 @@ struct ModelCard<'a> {
 pub async fn run_win_model(session: &LakeSession) -> Result<WinModelRun> {
     let started = std::time::Instant::now();
     let as_of = session.as_of.0.ok_or_else(|| Error::Other("the win model needs --as-of".into()))?;
-    let traj = trajectory::build(session).await?;
-    let built_ms = started.elapsed().as_millis() as u64;
     let micros = |d: NaiveDate| d.and_hms_opt(0, 0, 0).expect("midnight").and_utc().timestamp_micros();
     let end = micros(as_of.checked_add_days(Days::new(1)).unwrap_or(as_of));
     let cutoff = micros(as_of.checked_sub_days(Days::new(TEST_DAYS)).unwrap_or(as_of));
-    let (frame, thinning) = thin(super::frame::to_polars(&traj.schema, &traj.batches)?, end, cutoff)?;
-    drop(traj);
+    // Thinned slice by slice: only the rows the model may use are ever held.
+    let mut sampler = SliceSampler::new(end, cutoff);
+    let (schema, _) =
+        trajectory::build_slices(session, |schema, rows| sampler.add(super::frame::to_polars(schema, &rows)?)).await?;
+    let built_ms = started.elapsed().as_millis() as u64;
+    let (frame, thinning) = sampler.finish(super::frame::to_polars(&schema, &[])?)?;
     let (names, _stages, samples) = feature_frame(frame)?;
     let frame_ms = started.elapsed().as_millis() as u64;
     // Training: weekly rows of deals closed before the cut-off (their outcome was known then).
@@ -839,13 +976,70 @@ mod tests {
     use super::*;
     use polars::prelude::{Column, NamedFrom, Series};
 
+    /// (deal, snapshot, known_before, closed_at, won)
+    type Row = (String, &'static str, i64, Option<i64>, Option<bool>);
+
+    /// The trajectory columns `thin` reads.
+    fn frame(rows: &[Row]) -> DataFrame {
+        let micros_col = |name: &str, v: Vec<Option<i64>>| -> Column {
+            Series::new(name.into(), v).cast(&micros()).expect("datetime").into()
+        };
+        DataFrame::new_infer_height(vec![
+            Series::new("opportunity_id".into(), rows.iter().map(|r| r.0.clone()).collect::<Vec<_>>()).into(),
+            Series::new("snapshot".into(), rows.iter().map(|r| r.1).collect::<Vec<_>>()).into(),
+            micros_col("known_before", rows.iter().map(|r| Some(r.2)).collect()),
+            micros_col("closed_at", rows.iter().map(|r| r.3).collect()),
+            Series::new("won".into(), rows.iter().map(|r| r.4).collect::<Vec<_>>()).into(),
+            Series::new("stage_name".into(), vec!["Discovery"; rows.len()]).into(),
+        ])
+        .unwrap()
+    }
+
+    /// 10,000 training deals of 100 weekly rows (a million rows: the running threshold halves once,
+    /// past 4 x MAX_ROWS held) and 8,000 test deals of 20, cut into 9 slices by deal: the sample
+    /// taken slice by slice is exactly the one `thin` takes of the whole frame.
+    #[test]
+    fn thinning_slice_by_slice_keeps_the_same_rows_as_thinning_the_whole() {
+        let (end, cutoff) = (1_000_000_i64, 500_000_i64);
+        let mut slices: Vec<Vec<Row>> = vec![Vec::new(); 9];
+        for d in 0..10_000 {
+            for w in 0..100 {
+                slices[d % 9].push((format!("train-{d}"), "week", w, Some(100_000), Some(d % 3 == 0)));
+            }
+        }
+        for d in 0..8_000 {
+            for w in 0..20 {
+                slices[(d * 7) % 9].push((format!("test-{d}"), "week", 600_000 + w, Some(700_000), Some(d % 2 == 0)));
+            }
+        }
+        for d in 0..30 {
+            slices[d % 9].push((format!("open-{d}"), "week", end, None, None));
+        }
+        let whole: Vec<Row> = slices.concat();
+        let (expected, t) = thin(frame(&whole), end, cutoff).unwrap();
+        let mut sampler = SliceSampler::new(end, cutoff);
+        for slice in &slices {
+            sampler.add(frame(slice)).unwrap();
+        }
+        assert!(sampler.train < 1.0, "the running threshold halved: {}", sampler.train);
+        let (kept, s) = sampler.finish(frame(&[])).unwrap();
+        assert_eq!(format!("{t:?}"), format!("{s:?}"));
+        assert!((t.training_share - 0.15).abs() < 1e-12 && (t.test_share - 150_000.0 / 160_000.0).abs() < 1e-12);
+        let ids = |df: &DataFrame| -> Vec<String> {
+            let mut v: Vec<String> =
+                df.column("opportunity_id").unwrap().str().unwrap().iter().map(|v| v.unwrap().to_string()).collect();
+            v.sort();
+            v
+        };
+        assert_eq!(ids(&kept), ids(&expected));
+        assert!(kept.height() > 150_000, "{} rows kept", kept.height());
+    }
+
     /// 3,000 closed training deals of 100 weekly rows each (300,000 rows, twice MAX_ROWS), 50 test
     /// deals of 10 rows, 40 open deals scored now and one row that is neither.
     #[test]
     fn thinning_keeps_whole_deals_every_open_deal_and_about_max_rows() {
         let (end, cutoff) = (1_000_000_i64, 500_000_i64);
-        // (deal, snapshot, known_before, closed_at, won)
-        type Row = (String, &'static str, i64, Option<i64>, Option<bool>);
         let mut rows: Vec<Row> = Vec::new();
         for d in 0..3_000 {
             for w in 0..100 {
@@ -861,19 +1055,7 @@ mod tests {
             rows.push((format!("open-{d}"), "week", end, None, None));
         }
         rows.push(("earlier-week-of-an-open-deal".into(), "week", 10, None, None));
-        let micros_col = |name: &str, v: Vec<Option<i64>>| -> Column {
-            Series::new(name.into(), v).cast(&micros()).expect("datetime").into()
-        };
-        let df = DataFrame::new_infer_height(vec![
-            Series::new("opportunity_id".into(), rows.iter().map(|r| r.0.clone()).collect::<Vec<_>>()).into(),
-            Series::new("snapshot".into(), rows.iter().map(|r| r.1).collect::<Vec<_>>()).into(),
-            micros_col("known_before", rows.iter().map(|r| Some(r.2)).collect()),
-            micros_col("closed_at", rows.iter().map(|r| r.3).collect()),
-            Series::new("won".into(), rows.iter().map(|r| r.4).collect::<Vec<_>>()).into(),
-            Series::new("stage_name".into(), vec!["Discovery"; rows.len()]).into(),
-        ])
-        .unwrap();
-        let (kept, t) = thin(df, end, cutoff).unwrap();
+        let (kept, t) = thin(frame(&rows), end, cutoff).unwrap();
         assert_eq!((t.training_rows_eligible, t.training_deals_eligible), (300_000, 3_000));
         assert!((t.training_share - 0.5).abs() < 1e-12, "{t:?}");
         assert_eq!((t.test_rows_eligible, t.test_share), (500, 1.0));

@@ -138,8 +138,25 @@ pub async fn materialise_inputs(session: &LakeSession) -> Result<()> {
     Ok(())
 }
 
-/// Builds the trajectory as of the run date in one set-based query.
+/// Builds the trajectory as of the run date in one set-based query, every row held.
 pub async fn build(session: &LakeSession) -> Result<Trajectory> {
+    let mut batches = Vec::new();
+    let (schema, weeks) = build_slices(session, |_, rows| {
+        batches.extend(rows);
+        Ok(())
+    })
+    .await?;
+    Ok(Trajectory { schema, batches, weeks })
+}
+
+/// Builds the trajectory slice by slice and hands each slice's rows to `each` (every row of a deal
+/// is in one slice) instead of holding them: a caller that keeps only some rows never holds the
+/// whole trajectory (tens of millions of rows on a million deals). Returns the rows' schema and
+/// the number of weekly as-of dates.
+pub async fn build_slices(
+    session: &LakeSession,
+    mut each: impl FnMut(&SchemaRef, Vec<RecordBatch>) -> Result<()>,
+) -> Result<(SchemaRef, usize)> {
     let as_of = session.as_of.0.ok_or_else(|| {
         Error::Other("deal trajectories need --as-of: the outcomes are read as known on that date".into())
     })?;
@@ -175,7 +192,6 @@ pub async fn build(session: &LakeSession) -> Result<Trajectory> {
         return Err(Error::Other(format!("{TRAJECTORY_FILE} has no `-- @step` sections")));
     };
     let mut schema: Option<SchemaRef> = None;
-    let mut batches = Vec::new();
     let run = |e: datafusion::error::DataFusionError| Error::Other(format!("{TRAJECTORY_FILE} does not run: {e}"));
     for k in 0..n {
         for (table, step) in temporaries {
@@ -185,8 +201,8 @@ pub async fn build(session: &LakeSession) -> Result<Trajectory> {
             session.register_rows(table, step_schema, rows).await?;
         }
         let df = session.declared(&fill_slice(last, k, n), TRAJECTORY_FILE).await?;
-        schema.get_or_insert_with(|| Arc::new(df.schema().as_arrow().clone()));
-        batches.extend(df.collect().await.map_err(run)?);
+        let schema = schema.get_or_insert_with(|| Arc::new(df.schema().as_arrow().clone())).clone();
+        each(&schema, df.collect().await.map_err(run)?)?;
         progress.inc(1);
     }
     for (table, _) in temporaries {
@@ -194,5 +210,5 @@ pub async fn build(session: &LakeSession) -> Result<Trajectory> {
     }
     progress.finish_and_clear();
     let schema = schema.ok_or_else(|| Error::Other("deal trajectories: no slice planned".into()))?;
-    Ok(Trajectory { schema, batches, weeks: weeks.len() })
+    Ok((schema, weeks.len()))
 }
