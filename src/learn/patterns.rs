@@ -325,21 +325,20 @@ async fn run_on(session: &LakeSession, job: &PatternsJob, traj: &Trajectory, bui
         // Each slice's stage-entry rows are filtered out of the trajectory once and registered as
         // BASE_TABLE: the signature query reads them once per condition and outcome (DataFusion
         // inlines the CTE), which over the whole trajectory was 48 scans of it per slice.
+        // The stage-entry rows are cut into slices in one pass (filtering the whole trajectory in
+        // every slice cost O(slices × rows)).
         let n = trajectory::slices(trajectory::deal_count(session).await?);
+        let base = trajectory::slice_rows(
+            session,
+            "SELECT * FROM mart.deal_trajectory WHERE snapshot = 'stage_entry' AND stage_order IS NOT NULL",
+            "opportunity_id",
+            n,
+            "jobs/patterns.toml (stage-entry rows)",
+        )
+        .await?;
         let progress = crate::progress::bar(n as u64, "pattern signatures", "slices");
-        for k in 0..n {
-            let base = session
-                .collect_declared(
-                    &trajectory::fill_slice(
-                        "SELECT * FROM mart.deal_trajectory WHERE snapshot = 'stage_entry' AND stage_order IS NOT NULL \
-                         AND {{deals:opportunity_id}}",
-                        k,
-                        n,
-                    ),
-                    "jobs/patterns.toml (stage-entry rows)",
-                )
-                .await?;
-            session.register_rows(BASE_TABLE, traj.schema.clone(), base).await?;
+        for rows in base.slices {
+            session.register_rows(BASE_TABLE, base.schema.clone(), rows).await?;
             collect_signatures(session, &session.fill(&signature_sql(job, &usable, None)), &mut sigs).await?;
             for col in &s.interactions {
                 collect_signatures(session, &session.fill(&signature_sql(job, &usable, Some(col))), &mut sigs).await?;

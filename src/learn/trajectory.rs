@@ -46,19 +46,93 @@ pub fn fill_slice(sql: &str, k: i64, n: i64) -> String {
         // IN (k, -1), not = k: DataFusion 55 takes `expr = 1` as making `expr` and the literal 1
         // equivalent and rewrites unrelated sort keys of the known layer's window with it, which
         // then fails its own sanity check. the key is never negative, so -1 matches nothing.
-        let predicate = if n <= 1 {
-            "TRUE".to_string()
-        } else {
-            let mut hash = "CAST(0 AS BIGINT)".to_string();
-            for i in (1..=6).rev() {
-                hash =
-                    format!("(({hash} * 1000003) % 2147483647 + CAST(ascii(left(right({column}, {i}), 1)) AS BIGINT))");
-            }
-            format!("({hash} % {n} IN ({k}, -1))")
-        };
+        let predicate = if n <= 1 { "TRUE".to_string() } else { format!("({} IN ({k}, -1))", slice_key(&column, n)) };
         sql.replace_range(start..start + len + 2, &predicate);
     }
     sql
+}
+
+/// The slice (0..n) of the deal whose id is `column`: NULL for a NULL id when there are slices.
+fn slice_key(column: &str, n: i64) -> String {
+    if n <= 1 {
+        // One slice holds every row, as `fill_slice`'s TRUE does.
+        return "CAST(0 AS BIGINT)".to_string();
+    }
+    let mut hash = "CAST(0 AS BIGINT)".to_string();
+    for i in (1..=6).rev() {
+        hash = format!("(({hash} * 1000003) % 2147483647 + CAST(ascii(left(right({column}, {i}), 1)) AS BIGINT))");
+    }
+    format!("({hash} % {n})")
+}
+
+/// Rows of one table cut into the `n` slices of `fill_slice` (a row whose deal id is NULL is in
+/// none): computed in one pass, so a slice reads its own rows instead of filtering every row of
+/// the table again. Filtering the whole table in each slice cost O(slices × rows): at a million
+/// deals, 503 slices each hashing the ids of ~20M activities.
+pub struct Sliced {
+    pub schema: SchemaRef,
+    pub slices: Vec<Vec<RecordBatch>>,
+}
+
+/// Rows gathered before they are cut into slices: large enough that a slice gets batches of a
+/// few thousand rows rather than a few rows (a million tiny batches cost more than their data),
+/// small enough that the gathered copy stays a fraction of the table.
+const SLICE_CHUNK_ROWS: usize = 1 << 20;
+
+/// Cuts the rows of `select` (a query) into `n` slices by the deal id in its column `column`.
+pub async fn slice_rows(session: &LakeSession, select: &str, column: &str, n: i64, source: &str) -> Result<Sliced> {
+    use datafusion::arrow::array::{Array, Int64Array};
+    use futures::StreamExt;
+    const KEY: &str = "__gtm_loop_slice";
+    let sql = format!("SELECT t.*, {} AS {KEY} FROM ({select}) AS t", slice_key(&format!("t.{column}"), n));
+    let run = |e: datafusion::error::DataFusionError| Error::Other(format!("{source} does not run: {e}"));
+    let df = session.declared(&sql, source).await?;
+    let keyed = Arc::new(df.schema().as_arrow().clone());
+    let key_at = keyed.index_of(KEY).map_err(|e| Error::Other(format!("{source}: {e}")))?;
+    let keep: Vec<usize> = (0..keyed.fields().len()).filter(|i| *i != key_at).collect();
+    let schema = Arc::new(keyed.project(&keep)?);
+    let mut slices: Vec<Vec<RecordBatch>> = vec![Vec::new(); n.max(1) as usize];
+    let mut stream = df.execute_stream().await.map_err(run)?;
+    let mut chunk: Vec<RecordBatch> = Vec::new();
+    let mut chunk_rows = 0usize;
+    let flush = |chunk: &mut Vec<RecordBatch>, slices: &mut Vec<Vec<RecordBatch>>| -> Result<()> {
+        let mut picks: Vec<Vec<(usize, usize)>> = vec![Vec::new(); slices.len()];
+        for (b, batch) in chunk.iter().enumerate() {
+            let keys = batch
+                .column(key_at)
+                .as_any()
+                .downcast_ref::<Int64Array>()
+                .ok_or_else(|| Error::Other(format!("{source}: the slice key is not a BIGINT")))?;
+            for row in 0..keys.len() {
+                if keys.is_valid(row) {
+                    let k = keys.value(row);
+                    if let Some(p) = usize::try_from(k).ok().and_then(|k| picks.get_mut(k)) {
+                        p.push((b, row));
+                    }
+                }
+            }
+        }
+        let projected = chunk.iter().map(|b| b.project(&keep)).collect::<std::result::Result<Vec<_>, _>>()?;
+        let refs: Vec<&RecordBatch> = projected.iter().collect();
+        for (k, rows) in picks.iter().enumerate() {
+            if !rows.is_empty() {
+                slices[k].push(datafusion::arrow::compute::interleave_record_batch(&refs, rows)?);
+            }
+        }
+        chunk.clear();
+        Ok(())
+    };
+    while let Some(batch) = stream.next().await {
+        let batch = batch.map_err(run)?;
+        chunk_rows += batch.num_rows();
+        chunk.push(batch);
+        if chunk_rows >= SLICE_CHUNK_ROWS {
+            flush(&mut chunk, &mut slices)?;
+            chunk_rows = 0;
+        }
+    }
+    flush(&mut chunk, &mut slices)?;
+    Ok(Sliced { schema, slices })
 }
 
 /// The `-- @step <table>` sections of a SQL file, in order: (the table the step's result is
@@ -194,14 +268,63 @@ pub async fn build_slices(
     let sql = TRAJECTORY_SQL.replace("{{weeks}}", &values);
     materialise_inputs(session).await?;
     let n = slices(deal_count(session).await?);
-    let progress = crate::progress::bar(n as u64, "deal trajectories", "slices");
     let steps = steps(&sql);
     let Some(((_, last), temporaries)) = steps.split_last() else {
         return Err(Error::Other(format!("{TRAJECTORY_FILE} has no `-- @step` sections")));
     };
+    // Embedded, the deal-keyed inputs are cut into slices once and each slice is served its own
+    // rows; the originals are registered again afterwards, for the steps after this one. On a
+    // cluster the executors cannot read this process's memory: each slice filters the inputs.
+    let mut sliced: Vec<(&str, Arc<dyn datafusion::catalog::TableProvider>, Sliced)> = Vec::new();
+    if n > 1 && !session.lake.engine.is_cluster() {
+        for (table, column) in SLICED_INPUTS {
+            let original = session
+                .ctx
+                .table_provider(table)
+                .await
+                .map_err(|e| Error::Other(format!("deal trajectories: cannot read {table}: {e}")))?;
+            let rows = slice_rows(session, &format!("SELECT * FROM {table}"), column, n, TRAJECTORY_FILE).await?;
+            sliced.push((table, original, rows));
+        }
+    }
+    let result = run_slices(session, n, &sliced, temporaries, last, &mut each).await;
+    for (table, original, _) in sliced {
+        let _ = session.ctx.deregister_table(table)?;
+        session.ctx.register_table(table, original)?;
+    }
+    for (table, _) in temporaries {
+        let _ = session.ctx.deregister_table(table.as_str())?;
+    }
+    let schema = result?.ok_or_else(|| Error::Other("deal trajectories: no slice planned".into()))?;
+    Ok((schema, weeks.len()))
+}
+
+/// The deal-keyed inputs of the trajectory and the column that holds the deal's id.
+const SLICED_INPUTS: [(&str, &str); 7] = [
+    ("staging.opportunity_history", "opportunity_id"),
+    ("staging.opportunity", "id"),
+    ("staging.opportunity_contact_role", "opportunity_id"),
+    ("staging.event", "what_id"),
+    ("staging.task", "what_id"),
+    ("staging.tracker_mention", "opportunity_id"),
+    ("mart.deal", "id"),
+];
+
+async fn run_slices(
+    session: &LakeSession,
+    n: i64,
+    sliced: &[(&str, Arc<dyn datafusion::catalog::TableProvider>, Sliced)],
+    temporaries: &[(String, String)],
+    last: &str,
+    each: &mut impl FnMut(&SchemaRef, Vec<RecordBatch>) -> Result<()>,
+) -> Result<Option<SchemaRef>> {
+    let progress = crate::progress::bar(n as u64, "deal trajectories", "slices");
     let mut schema: Option<SchemaRef> = None;
     let run = |e: datafusion::error::DataFusionError| Error::Other(format!("{TRAJECTORY_FILE} does not run: {e}"));
     for k in 0..n {
+        for (table, _, rows) in sliced {
+            session.register_rows(table, rows.schema.clone(), rows.slices[k as usize].clone()).await?;
+        }
         for (table, step) in temporaries {
             let df = session.declared(&fill_slice(step, k, n), &format!("{TRAJECTORY_FILE} (step {table})")).await?;
             let step_schema = Arc::new(df.schema().as_arrow().clone());
@@ -213,10 +336,6 @@ pub async fn build_slices(
         each(&schema, df.collect().await.map_err(run)?)?;
         progress.inc(1);
     }
-    for (table, _) in temporaries {
-        let _ = session.ctx.deregister_table(table.as_str())?;
-    }
     progress.finish_and_clear();
-    let schema = schema.ok_or_else(|| Error::Other("deal trajectories: no slice planned".into()))?;
-    Ok((schema, weeks.len()))
+    Ok(schema)
 }
