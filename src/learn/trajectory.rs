@@ -277,13 +277,28 @@ pub async fn build_slices(
     // cluster the executors cannot read this process's memory: each slice filters the inputs.
     let mut sliced: Vec<(&str, Arc<dyn datafusion::catalog::TableProvider>, Sliced)> = Vec::new();
     if n > 1 && !session.lake.engine.is_cluster() {
+        let used = used_columns(session, &steps, n).await?;
         for (table, column) in SLICED_INPUTS {
             let original = session
                 .ctx
                 .table_provider(table)
                 .await
                 .map_err(|e| Error::Other(format!("deal trajectories: cannot read {table}: {e}")))?;
-            let rows = slice_rows(session, &format!("SELECT * FROM {table}"), column, n, TRAJECTORY_FILE).await?;
+            // Only the columns the steps read (all when a step's scan of it was not seen), so the
+            // shared table is not recomputed with columns nothing reads (subjects and the like).
+            let select = match used.get(table) {
+                Some(cols) if !cols.is_empty() => {
+                    let mut cols: Vec<String> =
+                        cols.iter().map(|c| format!("\"{}\"", c.replace('"', "\"\""))).collect();
+                    let key = format!("\"{column}\"");
+                    if !cols.contains(&key) {
+                        cols.push(key);
+                    }
+                    format!("SELECT {} FROM {table}", cols.join(", "))
+                }
+                _ => format!("SELECT * FROM {table}"),
+            };
+            let rows = slice_rows(session, &select, column, n, TRAJECTORY_FILE).await?;
             sliced.push((table, original, rows));
         }
     }
@@ -297,6 +312,37 @@ pub async fn build_slices(
     }
     let schema = result?.ok_or_else(|| Error::Other("deal trajectories: no slice planned".into()))?;
     Ok((schema, weeks.len()))
+}
+
+/// The columns of each table the steps scan, read from their optimised plans (every step is
+/// planned, not run: a temporary table is registered empty with the schema its step plans).
+async fn used_columns(
+    session: &LakeSession,
+    steps: &[(String, String)],
+    n: i64,
+) -> Result<std::collections::HashMap<String, std::collections::BTreeSet<String>>> {
+    use datafusion::common::tree_node::TreeNodeRecursion;
+    use datafusion::logical_expr::LogicalPlan;
+    let mut used: std::collections::HashMap<String, std::collections::BTreeSet<String>> = Default::default();
+    let plan_err =
+        |e: datafusion::error::DataFusionError| Error::Other(format!("{TRAJECTORY_FILE} does not plan: {e}"));
+    for (i, (table, step)) in steps.iter().enumerate() {
+        let df = session.declared(&fill_slice(step, 0, n), &format!("{TRAJECTORY_FILE} (step {table})")).await?;
+        let schema = Arc::new(df.schema().as_arrow().clone());
+        let plan = df.into_optimized_plan().map_err(plan_err)?;
+        plan.apply_with_subqueries(|node| {
+            if let LogicalPlan::TableScan(scan) = node {
+                let cols = used.entry(scan.table_name.to_string()).or_default();
+                cols.extend(scan.projected_schema.fields().iter().map(|f| f.name().clone()));
+            }
+            Ok(TreeNodeRecursion::Continue)
+        })
+        .map_err(plan_err)?;
+        if i + 1 < steps.len() {
+            session.register_rows(table, schema, Vec::new()).await?;
+        }
+    }
+    Ok(used)
 }
 
 /// The deal-keyed inputs of the trajectory and the column that holds the deal's id.
