@@ -43,9 +43,15 @@ mod on_ballista {
             });
             let url = match rx.recv_timeout(Duration::from_secs(60)) {
                 Ok(url) => url,
-                Err(_) => {
+                Err(mpsc::RecvTimeoutError::Timeout) => {
                     let _ = child.kill();
                     panic!("gtm-loop cluster printed no address within 60 s");
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    // Exited at once: e.g. a binary built without the distributed feature (a
+                    // build of another feature set into the same target directory replaced it).
+                    let status = child.wait().map(|s| s.to_string()).unwrap_or_else(|e| e.to_string());
+                    panic!("gtm-loop cluster exited without printing an address ({status})");
                 }
             };
             assert!(url.starts_with("df://localhost:"), "cluster printed {url}");
