@@ -322,11 +322,10 @@ async fn run_on(session: &LakeSession, job: &PatternsJob, traj: &Trajectory, bui
     if !usable.is_empty() {
         // Slice by slice like the trajectory: a deal's rows are all in one slice, and signature
         // counts add up across slices.
-        // Each slice's stage-entry rows are filtered out of the trajectory once and registered as
-        // BASE_TABLE: the signature query reads them once per condition and outcome (DataFusion
-        // inlines the CTE), which over the whole trajectory was 48 scans of it per slice.
         // The stage-entry rows are cut into slices in one pass (filtering the whole trajectory in
-        // every slice cost O(slices × rows)).
+        // every slice cost O(slices × rows)), and each slice's rows are registered as BASE_TABLE:
+        // the signature query reads them once per condition and outcome (DataFusion inlines the
+        // CTE), which over the whole trajectory was 48 scans of it per slice.
         let n = trajectory::slices(trajectory::deal_count(session).await?);
         let base = trajectory::slice_rows(
             session,
