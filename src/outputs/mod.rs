@@ -8,7 +8,7 @@ pub mod markup;
 pub mod registry;
 pub mod run_writer;
 
-pub use run_writer::{Manifest, RunWriter};
+pub use run_writer::{Manifest, RunWriter, TableSink};
 
 /// The code that produced a run, a record or a model: the package version and, built from a git
 /// checkout, `git describe --always --dirty` (stamped by build.rs).

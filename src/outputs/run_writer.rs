@@ -159,25 +159,35 @@ impl RunWriter {
     /// Writes one table of the run (an `as_of_date` column is added first so tables read across
     /// dates stay distinguishable). The file is not visible until the run commits.
     pub async fn write_table(&mut self, name: &str, schema: SchemaRef, batches: &[RecordBatch]) -> Result<()> {
+        let mut sink = self.table_sink(name, schema)?;
+        for batch in batches {
+            sink.write(batch)?;
+        }
+        self.finish_table(sink).await
+    }
+
+    /// Opens one table of the run to be written batch by batch: for a table too large to hold
+    /// whole as rows (the KPI job's kpi_values, tens of millions of cells at a million deals),
+    /// each batch is encoded into the Parquet file as it comes. `finish_table` stores it.
+    pub fn table_sink(&self, name: &str, schema: SchemaRef) -> Result<TableSink> {
         if self.tables.iter().any(|t| t.name == name) {
             return Err(Error::Other(format!("run {} writes table {name} twice", self.run_id)));
         }
         let mut fields = vec![Arc::new(Field::new("as_of_date", DataType::Utf8, false))];
         fields.extend(schema.fields().iter().cloned());
-        let out_schema = Arc::new(Schema::new(fields));
+        let schema = Arc::new(Schema::new(fields));
         let props = WriterProperties::builder().set_compression(Compression::ZSTD(ZstdLevel::default())).build();
-        let mut buf = Vec::new();
-        let mut writer = ArrowWriter::try_new(&mut buf, out_schema.clone(), Some(props))?;
-        let label = self.as_of.label();
-        let mut rows = 0u64;
-        for batch in batches {
-            let as_of: ArrayRef = Arc::new(StringArray::from(vec![label.as_str(); batch.num_rows()]));
-            let mut cols = vec![as_of];
-            cols.extend(batch.columns().iter().cloned());
-            writer.write(&RecordBatch::try_new(out_schema.clone(), cols)?)?;
-            rows += batch.num_rows() as u64;
+        let writer = ArrowWriter::try_new(Vec::new(), schema.clone(), Some(props))?;
+        Ok(TableSink { name: name.to_string(), label: self.as_of.label(), schema, writer, rows: 0 })
+    }
+
+    /// Stores a table opened with `table_sink`. The file is not visible until the run commits.
+    pub async fn finish_table(&mut self, sink: TableSink) -> Result<()> {
+        let TableSink { name, schema, writer, rows, label } = sink;
+        if self.tables.iter().any(|t| t.name == name) {
+            return Err(Error::Other(format!("run {} writes table {name} twice", self.run_id)));
         }
-        writer.close()?;
+        let buf = writer.into_inner()?;
         let rel = format!("output/{name}/as_of={label}/run={}/part-00000.parquet", self.run_id);
         let bytes = buf.len() as u64;
         self.lake.put(&rel, buf).await?;
@@ -186,10 +196,10 @@ impl RunWriter {
             return Err(Error::Other(format!("GTM_LOOP_FAIL_AFTER_WRITE: failing after writing {rel}")));
         }
         self.tables.push(TableEntry {
-            name: name.to_string(),
+            name,
             rows,
             files: vec![FileEntry { path: rel, bytes, rows }],
-            columns: out_schema.fields().iter().map(|f| (f.name().clone(), f.data_type().to_string())).collect(),
+            columns: schema.fields().iter().map(|f| (f.name().clone(), f.data_type().to_string())).collect(),
         });
         Ok(())
     }
@@ -234,5 +244,32 @@ impl Fnv64 {
             self.0 ^= u64::from(*b);
             self.0 = self.0.wrapping_mul(0x100000001b3);
         }
+    }
+}
+
+/// One table of a run being written batch by batch (`RunWriter::table_sink`): rows are encoded
+/// into the Parquet file as they arrive, so only the compressed file is held, not the rows.
+pub struct TableSink {
+    name: String,
+    label: String,
+    schema: SchemaRef,
+    writer: ArrowWriter<Vec<u8>>,
+    rows: u64,
+}
+
+impl TableSink {
+    /// Appends the rows of `batch` (in the schema given to `table_sink`).
+    pub fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+        let as_of: ArrayRef = Arc::new(StringArray::from(vec![self.label.as_str(); batch.num_rows()]));
+        let mut cols = vec![as_of];
+        cols.extend(batch.columns().iter().cloned());
+        self.writer.write(&RecordBatch::try_new(self.schema.clone(), cols)?)?;
+        self.rows += batch.num_rows() as u64;
+        Ok(())
+    }
+
+    /// Rows written so far.
+    pub fn rows(&self) -> u64 {
+        self.rows
     }
 }

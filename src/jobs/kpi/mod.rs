@@ -24,7 +24,7 @@ use crate::jobs::calendar::{Calendar, Grain};
 use crate::layers::LakeSession;
 use crate::layers::columns::{dates, floats, strings};
 use crate::layers::org::{Membership, NO_REGION};
-use crate::outputs::{Manifest, RunWriter};
+use crate::outputs::{Manifest, RunWriter, TableSink};
 use intervention::Intervention;
 use severity::{Series, Spread, UnitSeries, series_cells, systemic};
 
@@ -39,7 +39,13 @@ pub struct Computed {
     pub members: Vec<Membership>,
     /// Milliseconds per KPI (all grains), for the run manifest.
     pub timings_ms: BTreeMap<String, u64>,
+    /// The cells at each KPI's own grain (the one its severity is judged at, `Kpi::grain`): what
+    /// interventions, outcomes and the report read. The cells at the other grains are published
+    /// in kpi_values as they are computed and not kept (at a million deals the weekly seller
+    /// cells alone are tens of millions).
     pub cells: Vec<Cell>,
+    /// Every cell published in kpi_values, all grains.
+    pub values: u64,
     pub units: Vec<Unit>,
     pub skipped: Vec<(String, Vec<String>)>,
 }
@@ -116,13 +122,16 @@ impl FromNaive for Date32Array {
     }
 }
 
-/// Computes every KPI of the catalog at every level and grain, as of the session's date.
+/// Computes every KPI of the catalog at every level and grain, as of the session's date, writing
+/// every cell into `values` (kpi_values) one KPI and grain at a time, and keeping in memory only
+/// the cells at each KPI's own grain.
 pub async fn compute(
     session: &LakeSession,
     job: &Job,
     catalog: &Catalog,
     fiscal_year_start_month: u32,
     week_starts_sunday: bool,
+    values: &mut TableSink,
 ) -> Result<Computed> {
     let as_of = session.as_of.0.ok_or_else(|| {
         Error::Other("the KPI job needs an explicit as-of date (never 'now'): pass --as-of YYYY-MM-DD".into())
@@ -145,6 +154,8 @@ pub async fn compute(
         .unwrap_or(as_of)
         .min(as_of);
     let mut cells = Vec::new();
+    // Where each unit is in `units` (thousands of sellers at a million deals: no linear scans).
+    let mut unit_at: HashMap<String, usize> = units.iter().enumerate().map(|(i, u)| (u.id.clone(), i)).collect();
     let mut skipped = Vec::new();
     let mut timings_ms = BTreeMap::new();
     for kpi in &catalog.kpis {
@@ -165,9 +176,13 @@ pub async fn compute(
             session.ctx.register_table(table.as_str(), snap.into_view())?;
         }
         for kpi in &catalog.kpis {
+            // This KPI's cells at this grain: published whole, since systemic reads across the
+            // units of one KPI, grain and period.
+            let mut chunk = Vec::new();
             if let Some((_, missing)) = skipped.iter().find(|(id, _)| *id == kpi.id) {
                 let p = period_of(&cal, as_of);
-                cells.push(not_instrumented(kpi, g, p, missing));
+                chunk.push(not_instrumented(kpi, g, p, missing));
+                publish_chunk(chunk, kpi, g, catalog, &job.severity, values, &mut cells)?;
                 continue;
             }
             let kpi_started = std::time::Instant::now();
@@ -194,7 +209,8 @@ pub async fn compute(
                 }
             }
             for ((level, unit_id), series) in &raw {
-                if !units.iter().any(|u| &u.id == unit_id) {
+                if !unit_at.contains_key(unit_id) {
+                    unit_at.insert(unit_id.clone(), units.len());
                     let owner = unit_id.trim_start_matches("seller:");
                     units.push(Unit {
                         level: level.clone(),
@@ -209,9 +225,9 @@ pub async fn compute(
                         head_name: None,
                     });
                 }
-                let unit = units.iter().find(|u| &u.id == unit_id).expect("just added").clone();
+                let unit = units[unit_at[unit_id]].clone();
                 let spread = spreads.get(&(level.clone(), unit_id.clone()));
-                cells.extend(series_cells(
+                chunk.extend(series_cells(
                     kpi,
                     g,
                     &list,
@@ -220,10 +236,10 @@ pub async fn compute(
                     &job.severity,
                 ));
             }
+            publish_chunk(chunk, kpi, g, catalog, &job.severity, values, &mut cells)?;
             *timings_ms.entry(kpi.id.clone()).or_default() += kpi_started.elapsed().as_millis() as u64;
         }
     }
-    systemic(&mut cells, &job.severity);
     cells.sort_by(|a, b| {
         (&a.kpi_id, &a.grain, level_rank(&a.level), &a.unit_id, a.period_start).cmp(&(
             &b.kpi_id,
@@ -234,7 +250,31 @@ pub async fn compute(
         ))
     });
     units.sort_by(|a, b| (level_rank(&a.level), &a.name, &a.id).cmp(&(level_rank(&b.level), &b.name, &b.id)));
-    Ok(Computed { members, timings_ms, cells, units, skipped })
+    Ok(Computed { members, timings_ms, cells, values: values.rows(), units, skipped })
+}
+
+/// Reads the systemic rule over one KPI's cells at one grain, writes them (ordered by level, unit
+/// and period) into kpi_values, and keeps them when `grain` is the KPI's own.
+fn publish_chunk(
+    mut chunk: Vec<Cell>,
+    kpi: &Kpi,
+    grain: &str,
+    catalog: &Catalog,
+    severity: &Severity,
+    values: &mut TableSink,
+    kept: &mut Vec<Cell>,
+) -> Result<()> {
+    systemic(&mut chunk, severity);
+    chunk.sort_by(|a, b| {
+        (level_rank(&a.level), &a.unit_id, a.period_start).cmp(&(level_rank(&b.level), &b.unit_id, b.period_start))
+    });
+    if !chunk.is_empty() {
+        values.write(&cell_batch(&chunk, catalog)?)?;
+    }
+    if grain == kpi.grain {
+        kept.append(&mut chunk);
+    }
+    Ok(())
 }
 
 fn not_instrumented(kpi: &Kpi, g: &str, p: Period, missing: &[String]) -> Cell {
@@ -456,11 +496,12 @@ pub async fn prepare(
 ) -> Result<Prepared> {
     let started = std::time::Instant::now();
     let as_of = session.as_of.0.ok_or_else(|| Error::Other("the KPI job needs --as-of YYYY-MM-DD".into()))?;
-    let computed = compute(session, job, catalog, fiscal_year_start_month, week_starts_sunday).await?;
+    let mut run = RunWriter::begin(&session.lake, "kpis", session.as_of);
+    let mut values = run.table_sink("kpi_values", cell_schema())?;
+    let computed = compute(session, job, catalog, fiscal_year_start_month, week_starts_sunday, &mut values).await?;
     let computed_ms = started.elapsed().as_millis() as u64;
     let interventions = intervention::plan(session, job, catalog, &computed.cells, &computed.units, as_of).await;
     let planned_ms = started.elapsed().as_millis() as u64 - computed_ms;
-    let mut run = RunWriter::begin(&session.lake, "kpis", session.as_of);
     run.record_inputs(session);
     run.set_playbook_version(format!("kpi_catalog {}", catalog.version));
     run.timing("compute", computed_ms);
@@ -471,7 +512,7 @@ pub async fn prepare(
     for (id, tables) in &computed.skipped {
         run.note(format!("KPI {id} not instrumented: needs {}", tables.join("; ")));
     }
-    run.write_table("kpi_values", cell_schema(), &[cell_batch(&computed.cells, catalog)?]).await?;
+    run.finish_table(values).await?;
     run.write_table("kpi_interventions", intervention::schema(), &[intervention::batch(&interventions)?]).await?;
     run.write_table("kpi_units", crate::layers::org::schema(), &[crate::layers::org::batch(&computed.members)?])
         .await?;
@@ -506,7 +547,7 @@ pub async fn finish(
     let mut text = md;
     text.push_str(&format!(
         "\n{} KPI values, {} interventions ({} new records in log/decision_trace)\nreport: {}\n",
-        computed.cells.len(),
+        computed.values,
         interventions.len(),
         logged,
         reports.first().map(String::as_str).unwrap_or("-")
