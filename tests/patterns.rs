@@ -140,7 +140,12 @@ fn the_published_counts_are_the_trajectory_counted_by_hand() {
     let whole_traj = traj();
     assert!(whole_traj[0]["n"].as_i64().unwrap() > 10_000, "{whole_traj:?}");
     let whole = query(&lake, "SELECT * FROM output.patterns ORDER BY condition, outcome, scope, stratum", None);
-    let r = run_env(&lake, &["patterns", "--as-of", AS_OF], &[("GTM_LOOP_DEALS_PER_SLICE", "700")]);
+    // Trajectory slices of 700 deals, and signature queries over a few slices each.
+    let r = run_env(
+        &lake,
+        &["patterns", "--as-of", AS_OF],
+        &[("GTM_LOOP_DEALS_PER_SLICE", "700"), ("GTM_LOOP_SIGNATURE_ROWS", "5000")],
+    );
     assert_eq!(r.code, 0, "{}", r.stderr);
     let sliced = query(&lake, "SELECT * FROM output.patterns ORDER BY condition, outcome, scope, stratum", None);
     assert_eq!(whole.len(), sliced.len());

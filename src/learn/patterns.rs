@@ -13,11 +13,11 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use serde::Deserialize;
 
 use super::stratified::{Signature, cells, deals_by_side, pooled};
-use super::trajectory::{self, Trajectory};
+use super::trajectory;
 use crate::error::{Error, Result};
 use crate::layers::LakeSession;
 use crate::layers::columns::{string_rows, strings};
-use crate::outputs::{Manifest, RunWriter};
+use crate::outputs::{Manifest, RunWriter, TableSink};
 use crate::stats::{Estimate, Table2x2, benjamini_hochberg, normal_two_sided, ratio_of_odds_ratios};
 
 const BUILTIN_JOB: &str = repo_file!("jobs/patterns.toml");
@@ -296,13 +296,114 @@ fn fill_counts(row: &mut PatternRow, t: &Table2x2) {
 /// output.deal_trajectory and output.patterns.
 pub async fn run(session: &LakeSession, job: &PatternsJob) -> Result<PatternsRun> {
     let started = Instant::now();
-    let traj = trajectory::build(session).await?;
-    traj.register(session).await?;
+    let mut run = RunWriter::begin(&session.lake, "patterns", session.as_of);
+    // The trajectory is published as it is built, slice by slice, and only its stage-entry rows
+    // (all the signatures read) are kept, by slice: at a million deals the whole trajectory is
+    // tens of millions of rows, the stage entries a few per deal.
+    let mut sink: Option<TableSink> = None;
+    let mut entries: Vec<Vec<RecordBatch>> = Vec::new();
+    let mut rows = 0usize;
+    let (schema, weeks) = trajectory::build_slices(session, |schema, batches| {
+        let sink = match &mut sink {
+            Some(sink) => sink,
+            None => sink.insert(run.table_sink("deal_trajectory", schema.clone())?),
+        };
+        let mut kept = Vec::new();
+        for b in &batches {
+            sink.write(b)?;
+            rows += b.num_rows();
+            let e = stage_entries(b)?;
+            if e.num_rows() > 0 {
+                kept.push(e);
+            }
+        }
+        entries.push(kept);
+        Ok(())
+    })
+    .await?;
+    let sink = match sink {
+        Some(sink) => sink,
+        None => run.table_sink("deal_trajectory", schema.clone())?,
+    };
+    run.finish_table(sink).await?;
     let built_ms = started.elapsed().as_millis() as u64;
-    run_on(session, job, &traj, built_ms).await
+    let traj = Built { schema, entries, rows, weeks };
+    run_on(session, job, run, &traj, built_ms).await
 }
 
-async fn run_on(session: &LakeSession, job: &PatternsJob, traj: &Trajectory, built_ms: u64) -> Result<PatternsRun> {
+/// What `run` keeps of the trajectory it published: the stage-entry rows by slice, and counts.
+struct Built {
+    schema: datafusion::arrow::datatypes::SchemaRef,
+    /// The rows with `snapshot = 'stage_entry'` and a stage order, one list per slice (a deal's
+    /// rows are all in one slice, so signature counts add up across slices).
+    entries: Vec<Vec<RecordBatch>>,
+    rows: usize,
+    weeks: usize,
+}
+
+/// Stage-entry rows per signature query. A trajectory slice (2,000 deals) has about 8,000, and a
+/// query over them costs about as much to plan (a union of conditions x outcomes branches) as to
+/// run: at a million deals, one query per slice made the signatures take longer than the
+/// trajectory. Slices are merged up to this many rows; `GTM_LOOP_SIGNATURE_ROWS` overrides it
+/// (the tests check that the grouping changes no number).
+const SIGNATURE_ROWS: usize = 200_000;
+
+fn signature_rows() -> usize {
+    std::env::var("GTM_LOOP_SIGNATURE_ROWS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .filter(|v| *v > 0)
+        .unwrap_or(SIGNATURE_ROWS)
+}
+
+/// The stage-entry rows of consecutive slices merged into groups of at least `per` rows (the last
+/// may have fewer; at least one group, so the query always runs).
+fn signature_groups(entries: &[Vec<RecordBatch>], per: usize) -> Vec<Vec<RecordBatch>> {
+    let mut groups = Vec::new();
+    let (mut group, mut rows) = (Vec::new(), 0usize);
+    for slice in entries {
+        group.extend(slice.iter().cloned());
+        rows += slice.iter().map(|b| b.num_rows()).sum::<usize>();
+        if rows >= per {
+            groups.push(std::mem::take(&mut group));
+            rows = 0;
+        }
+    }
+    if !group.is_empty() || groups.is_empty() {
+        groups.push(group);
+    }
+    groups
+}
+
+/// The stage-entry rows of a trajectory batch that have a stage order (what the signature query
+/// reads; `snapshot` and `stage_order` are read whatever their Arrow types).
+fn stage_entries(b: &RecordBatch) -> Result<RecordBatch> {
+    use datafusion::arrow::array::Array;
+    use datafusion::arrow::compute::{cast, filter_record_batch};
+    let column = |name: &str| {
+        b.column_by_name(name)
+            .cloned()
+            .ok_or_else(|| Error::Other(format!("{}: no column {name}", trajectory::TRAJECTORY_FILE)))
+    };
+    let snapshot = cast(&column("snapshot")?, &DataType::Utf8)?;
+    let snapshot = snapshot
+        .as_any()
+        .downcast_ref::<StringArray>()
+        .ok_or_else(|| Error::Other("deal trajectory: snapshot is not text".into()))?;
+    let order = column("stage_order")?;
+    let keep: BooleanArray = (0..b.num_rows())
+        .map(|i| Some(snapshot.is_valid(i) && snapshot.value(i) == "stage_entry" && order.is_valid(i)))
+        .collect();
+    Ok(filter_record_batch(b, &keep)?)
+}
+
+async fn run_on(
+    session: &LakeSession,
+    job: &PatternsJob,
+    mut run: RunWriter,
+    traj: &Built,
+    built_ms: u64,
+) -> Result<PatternsRun> {
     let started = Instant::now();
     let s = &job.settings;
     let mut notes = Vec::new();
@@ -317,27 +418,17 @@ async fn run_on(session: &LakeSession, job: &PatternsJob, traj: &Trajectory, bui
             notes.push(format!("condition {}: not instrumented: needs {}", c.id, missing.join(", ")));
         }
     }
-    let stage_names = stage_names(session).await?;
+    let stage_names = stage_names(session, traj).await?;
     let mut sigs = Signatures::default();
     if !usable.is_empty() {
-        // Slice by slice like the trajectory: a deal's rows are all in one slice, and signature
-        // counts add up across slices.
-        // The stage-entry rows are cut into slices in one pass (filtering the whole trajectory in
-        // every slice cost O(slices × rows)), and each slice's rows are registered as BASE_TABLE:
-        // the signature query reads them once per condition and outcome (DataFusion inlines the
-        // CTE), which over the whole trajectory was 48 scans of it per slice.
-        let n = trajectory::slices(trajectory::deal_count(session).await?);
-        let base = trajectory::slice_rows(
-            session,
-            "SELECT * FROM mart.deal_trajectory WHERE snapshot = 'stage_entry' AND stage_order IS NOT NULL",
-            "opportunity_id",
-            n,
-            "jobs/patterns.toml (stage-entry rows)",
-        )
-        .await?;
-        let progress = crate::progress::bar(n as u64, "pattern signatures", "slices");
-        for rows in base.slices {
-            session.register_rows(BASE_TABLE, base.schema.clone(), rows).await?;
+        // Group by group of whole trajectory slices: a deal's rows are all in one slice, and
+        // signature counts add up across groups. Each group's stage-entry rows are registered as
+        // BASE_TABLE: the signature query reads them once per condition and outcome (DataFusion
+        // inlines the CTE), which over the whole trajectory was 48 scans of it per slice.
+        let groups = signature_groups(&traj.entries, signature_rows());
+        let progress = crate::progress::bar(groups.len() as u64, "pattern signatures", "groups");
+        for rows in groups {
+            session.register_rows(BASE_TABLE, traj.schema.clone(), rows).await?;
             collect_signatures(session, &session.fill(&signature_sql(job, &usable, None)), &mut sigs).await?;
             for col in &s.interactions {
                 collect_signatures(session, &session.fill(&signature_sql(job, &usable, Some(col))), &mut sigs).await?;
@@ -529,7 +620,6 @@ async fn run_on(session: &LakeSession, job: &PatternsJob, traj: &Trajectory, bui
     }
     let tested = family.len();
     let text = summary(job, &rows, tested, &not_instrumented, traj);
-    let mut run = RunWriter::begin(&session.lake, "patterns", session.as_of);
     run.record_inputs(session);
     run.set_playbook_version(format!("patterns: {}", job.source));
     run.timing("trajectory", built_ms);
@@ -541,7 +631,6 @@ async fn run_on(session: &LakeSession, job: &PatternsJob, traj: &Trajectory, bui
     for n in notes {
         run.note(n);
     }
-    run.write_table("deal_trajectory", traj.schema.clone(), &traj.batches).await?;
     let batch = to_batch(&rows)?;
     run.write_table("patterns", batch.schema(), &[batch]).await?;
     run.timing("patterns", started.elapsed().as_millis() as u64);
@@ -656,15 +745,11 @@ fn summary(
     rows: &[PatternRow],
     tested: usize,
     not_instrumented: &[(String, String)],
-    traj: &Trajectory,
+    traj: &Built,
 ) -> String {
     let mut t = String::new();
-    let _ = writeln!(
-        t,
-        "deal trajectories: {} rows ({} weekly as-of dates and every stage entry)",
-        traj.rows(),
-        traj.weeks
-    );
+    let _ =
+        writeln!(t, "deal trajectories: {} rows ({} weekly as-of dates and every stage entry)", traj.rows, traj.weeks);
     let significant: Vec<&PatternRow> = rows.iter().filter(|r| r.significant).collect();
     let _ = writeln!(
         t,
@@ -706,13 +791,17 @@ fn summary(
     t
 }
 
-async fn stage_names(session: &LakeSession) -> Result<BTreeMap<i64, String>> {
+/// The name of each stage order, from the stage-entry rows (the strata the tables are cut by).
+async fn stage_names(session: &LakeSession, traj: &Built) -> Result<BTreeMap<i64, String>> {
+    let all: Vec<RecordBatch> = traj.entries.iter().flatten().cloned().collect();
+    session.register_rows(BASE_TABLE, traj.schema.clone(), all).await?;
     let batches = session
         .collect_declared(
-            "SELECT DISTINCT CAST(stage_order AS VARCHAR), stage_name FROM mart.deal_trajectory WHERE stage_order IS NOT NULL",
+            &format!("SELECT DISTINCT CAST(stage_order AS VARCHAR), stage_name FROM {BASE_TABLE}"),
             trajectory::TRAJECTORY_FILE,
         )
         .await?;
+    let _ = session.ctx.deregister_table(BASE_TABLE)?;
     let mut out = BTreeMap::new();
     for b in &batches {
         let (k, v) = (strings(b.column(0))?, strings(b.column(1))?);
@@ -789,4 +878,31 @@ fn to_batch(rows: &[PatternRow]) -> Result<RecordBatch> {
             .collect::<Vec<_>>(),
     ));
     Ok(RecordBatch::try_new(schema, cols.into_iter().map(|(_, a)| a).collect())?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn slice(rows: &[usize]) -> Vec<RecordBatch> {
+        rows.iter()
+            .map(|n| {
+                let ids: ArrayRef = Arc::new(Int64Array::from((0..*n as i64).collect::<Vec<_>>()));
+                RecordBatch::try_from_iter([("id", ids)]).unwrap()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn signature_groups_keep_slices_whole_and_every_row() {
+        // Slices of 3, 4 (in two batches), 0 and 5 rows, grouped at 6 rows: [3+4], [0+5].
+        let entries = vec![slice(&[3]), slice(&[1, 3]), slice(&[]), slice(&[5])];
+        let sizes = |per: usize| -> Vec<Vec<usize>> {
+            signature_groups(&entries, per).iter().map(|g| g.iter().map(|b| b.num_rows()).collect()).collect()
+        };
+        assert_eq!(sizes(6), vec![vec![3, 1, 3], vec![5]]);
+        assert_eq!(sizes(1), vec![vec![3], vec![1, 3], vec![5]], "an empty slice joins the next group");
+        assert_eq!(sizes(SIGNATURE_ROWS), vec![vec![3, 1, 3, 5]]);
+        assert_eq!(signature_groups(&[], 6).len(), 1, "no slices still gives one (empty) group");
+    }
 }

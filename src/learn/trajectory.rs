@@ -156,24 +156,6 @@ pub async fn deal_count(session: &LakeSession) -> Result<i64> {
         .unwrap_or(0))
 }
 
-/// The trajectory rows of a run, collected once and shared by patterns and models.
-pub struct Trajectory {
-    pub schema: SchemaRef,
-    pub batches: Vec<RecordBatch>,
-    pub weeks: usize,
-}
-
-impl Trajectory {
-    pub fn rows(&self) -> usize {
-        self.batches.iter().map(|b| b.num_rows()).sum()
-    }
-
-    /// Registers the rows as `mart.deal_trajectory` on the session.
-    pub async fn register(&self, session: &LakeSession) -> Result<()> {
-        session.register_rows("mart.deal_trajectory", self.schema.clone(), self.batches.clone()).await
-    }
-}
-
 /// The weekly as-of days: the run date and every seventh day before it, back to the first deal's
 /// creation.
 pub async fn week_days(session: &LakeSession, as_of: NaiveDate) -> Result<Vec<NaiveDate>> {
@@ -218,17 +200,6 @@ pub async fn materialise_inputs(session: &LakeSession) -> Result<()> {
     }
     progress.finish_and_clear();
     Ok(())
-}
-
-/// Builds the trajectory as of the run date in one set-based query, every row held.
-pub async fn build(session: &LakeSession) -> Result<Trajectory> {
-    let mut batches = Vec::new();
-    let (schema, weeks) = build_slices(session, |_, rows| {
-        batches.extend(rows);
-        Ok(())
-    })
-    .await?;
-    Ok(Trajectory { schema, batches, weeks })
 }
 
 /// Builds the trajectory slice by slice and hands each slice's rows to `each` (every row of a deal
