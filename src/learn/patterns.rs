@@ -186,9 +186,9 @@ fn signature_sql(job: &PatternsJob, conditions: &[&ConditionDef], segment: Optio
          landmark_rows AS ({}),
          per_deal AS (
            SELECT condition, outcome, seg, opportunity_id,
-             array_to_string(array_agg(code ORDER BY code), ',') AS sig_all,
-             array_to_string(array_agg(code ORDER BY code) FILTER (WHERE period = 'discovery'), ',') AS sig_discovery,
-             array_to_string(array_agg(code ORDER BY code) FILTER (WHERE period = 'holdout'), ',') AS sig_holdout
+             array_to_string(array_agg(code), ',') AS sig_all,
+             array_to_string(array_agg(code) FILTER (WHERE period = 'discovery'), ',') AS sig_discovery,
+             array_to_string(array_agg(code) FILTER (WHERE period = 'holdout'), ',') AS sig_holdout
            FROM landmark_rows GROUP BY condition, outcome, seg, opportunity_id
          )
          SELECT condition, outcome, seg, 'all' AS period, sig_all AS sig, COUNT(*) AS deals FROM per_deal GROUP BY condition, outcome, seg, sig_all
@@ -213,9 +213,16 @@ async fn collect_signatures(session: &LakeSession, sql: &str, into: &mut Signatu
         for (i, row) in text.iter().enumerate().take(n) {
             let [Some(c), Some(o), Some(seg), Some(period), sig] = row.as_slice() else { continue };
             let Some(sig) = sig.as_deref().filter(|s| !s.is_empty()) else { continue };
-            let rows = sig
-                .split(',')
-                .filter_map(|v| v.trim().parse::<i64>().ok())
+            // The codes come unordered (an ordered array_agg has no hash-grouped accumulator in
+            // DataFusion 55: one boxed accumulator per deal and branch made the signatures slower
+            // than the trajectory at a million deals), so one deal's rows may come in any order
+            // and the same rows may be counted under two signatures. Every use of a signature is
+            // a sum over its rows times its deals, so neither changes a number; the rows are
+            // sorted here all the same.
+            let mut codes: Vec<i64> = sig.split(',').filter_map(|v| v.trim().parse::<i64>().ok()).collect();
+            codes.sort_unstable();
+            let rows = codes
+                .into_iter()
                 .map(|code| (code.div_euclid(4), code.rem_euclid(4) >= 2, code.rem_euclid(2) == 1))
                 .collect();
             into.by
