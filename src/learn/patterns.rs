@@ -348,11 +348,11 @@ struct Built {
     weeks: usize,
 }
 
-/// Stage-entry rows per signature query. A trajectory slice (2,000 deals) has about 8,000, and a
-/// query over them costs about as much to plan (a union of conditions x outcomes branches) as to
-/// run: at a million deals, one query per slice made the signatures take longer than the
-/// trajectory. Slices are merged up to this many rows; `GTM_LOOP_SIGNATURE_ROWS` overrides it
-/// (the tests check that the grouping changes no number).
+/// Stage-entry rows per signature query. A trajectory slice (2,000 deals) has about 8,000 and
+/// each query is a union of conditions x outcomes branches planned anew, so at a million deals one
+/// query per slice is 500 plans of it. Slices are merged up to this many rows (about 50,000 deals,
+/// a few GiB of working memory at 48 branches); `GTM_LOOP_SIGNATURE_ROWS` overrides it (the tests
+/// check that the grouping changes no number).
 const SIGNATURE_ROWS: usize = 200_000;
 
 fn signature_rows() -> usize {
