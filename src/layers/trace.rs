@@ -2,7 +2,9 @@
 //! declared query and every shared-table computation prints one line on stderr with its wall
 //! time, rows, and the process's resident and peak memory after it; with `GTM_LOOP_TRACE=plan`
 //! each shared table's executed plan is printed too, with every operator's metrics (rows out,
-//! time, spills). Off by default; nothing is printed and nothing is read from /proc unless set.
+//! time, spills). The deal trajectory, run slice by slice, prints one line per step with its
+//! planning and running time and rows summed over the slices. Off by default; nothing is printed
+//! and nothing is read from /proc unless set.
 
 use std::time::Instant;
 

@@ -338,21 +338,77 @@ async fn run_slices(
     let progress = crate::progress::bar(n as u64, "deal trajectories", "slices");
     let mut schema: Option<SchemaRef> = None;
     let run = |e: datafusion::error::DataFusionError| Error::Other(format!("{TRAJECTORY_FILE} does not run: {e}"));
+    // With GTM_LOOP_TRACE on, each step's planning and running time summed over the slices.
+    let mut timing = StepTiming::default();
+    // Inputs cut into slices already hold only slice k's rows: the steps' slice predicates (a
+    // six-character hash of every row's id) would keep every row, so they are left out.
+    let hashed = if sliced.is_empty() { n } else { 1 };
     for k in 0..n {
+        let t = std::time::Instant::now();
         for (table, _, rows) in sliced {
             session.register_rows(table, rows.schema.clone(), rows.slices[k as usize].clone()).await?;
         }
+        timing.add("(serve sliced inputs)", t.elapsed(), std::time::Duration::ZERO, 0);
         for (table, step) in temporaries {
-            let df = session.declared(&fill_slice(step, k, n), &format!("{TRAJECTORY_FILE} (step {table})")).await?;
+            let t = std::time::Instant::now();
+            let df =
+                session.declared(&fill_slice(step, k, hashed), &format!("{TRAJECTORY_FILE} (step {table})")).await?;
+            let planned = t.elapsed();
             let step_schema = Arc::new(df.schema().as_arrow().clone());
             let rows = df.collect().await.map_err(run)?;
+            timing.add(table, planned, t.elapsed() - planned, rows.iter().map(|b| b.num_rows()).sum());
             session.register_rows(table, step_schema, rows).await?;
         }
-        let df = session.declared(&fill_slice(last, k, n), TRAJECTORY_FILE).await?;
+        let t = std::time::Instant::now();
+        let df = session.declared(&fill_slice(last, k, hashed), TRAJECTORY_FILE).await?;
+        let planned = t.elapsed();
         let schema = schema.get_or_insert_with(|| Arc::new(df.schema().as_arrow().clone())).clone();
-        each(&schema, df.collect().await.map_err(run)?)?;
+        let rows = df.collect().await.map_err(run)?;
+        timing.add("trajectory", planned, t.elapsed() - planned, rows.iter().map(|b| b.num_rows()).sum());
+        each(&schema, rows)?;
         progress.inc(1);
     }
     progress.finish_and_clear();
+    timing.print(n);
     Ok(schema)
+}
+
+/// Per-step totals over every slice, printed under GTM_LOOP_TRACE: where a large lake's
+/// trajectory time goes (planning against running, and which join).
+#[derive(Default)]
+struct StepTiming(Vec<StepTotal>);
+
+struct StepTotal {
+    step: String,
+    plan: std::time::Duration,
+    run: std::time::Duration,
+    rows: usize,
+}
+
+impl StepTiming {
+    fn add(&mut self, step: &str, plan: std::time::Duration, run: std::time::Duration, rows: usize) {
+        if !crate::layers::trace::enabled() {
+            return;
+        }
+        match self.0.iter_mut().find(|s| s.step == step) {
+            Some(s) => {
+                s.plan += plan;
+                s.run += run;
+                s.rows += rows;
+            }
+            None => self.0.push(StepTotal { step: step.to_string(), plan, run, rows }),
+        }
+    }
+
+    fn print(&self, slices: i64) {
+        for s in &self.0 {
+            eprintln!(
+                "trace: trajectory step {:<32} plan {:>8.2} s  run {:>8.2} s  {:>10} rows  ({slices} slices)",
+                s.step,
+                s.plan.as_secs_f64(),
+                s.run.as_secs_f64(),
+                s.rows
+            );
+        }
+    }
 }
