@@ -4,7 +4,8 @@
 -- roles, meetings, tasks and tracker mentions recorded before each landmark.
 -- Slots filled by the engine: {{weeks}} the week ends (a VALUES list of the first instant after
 -- each weekly as-of day), {{as_of_end}} the end of the run date, {{deals:COLUMN}} the predicate
--- that keeps one slice of the deals (large lakes are built slice by slice to bound memory).
+-- that keeps one slice of the deals (large lakes are built slice by slice to bound memory), and
+-- the `wanted` slot of the landmarks step (see there).
 -- No look-ahead: every feature reads only rows recorded before `known_before` (a stage entry's
 -- own instant plus one second, or the first instant after the weekly as-of day). The outcome
 -- columns (closed_at, won, next_push_at, closed_amount) are the only ones that look later, and
@@ -36,13 +37,16 @@ SELECT opportunity_id, closed_at, won, closed_amount FROM (
     WHERE s.is_closed
   ) AS c WHERE rk = 1
 -- @step mart._trajectory_landmarks
--- Each deal at each entry into an open stage and at each week end while it was open.
+-- Each deal at each entry into an open stage and at each week end while it was open. The
+-- `wanted` slot below is empty (every landmark) or, for the win model, a join that keeps every
+-- landmark of the deals it samples and only the current week of the open deals it scores.
 WITH stage_meta AS (SELECT * FROM mart._trajectory_stage_meta),
 hist AS (SELECT * FROM mart._trajectory_hist),
 closes AS (SELECT * FROM mart._trajectory_closes),
 weeks AS (
   SELECT column1 AS week_end FROM (VALUES {{weeks}}) AS w
-)
+),
+every_landmark AS (
 SELECT h.opportunity_id, 'stage_entry' AS snapshot, h.created_date + INTERVAL '1 second' AS known_before
   FROM hist AS h
   JOIN stage_meta AS s ON s.master_label = h.stage_name
@@ -55,6 +59,9 @@ SELECT h.opportunity_id, 'stage_entry' AS snapshot, h.created_date + INTERVAL '1
   JOIN weeks AS w ON w.week_end > o.created_date
   LEFT JOIN closes AS c ON c.opportunity_id = o.id
   WHERE (c.closed_at IS NULL OR c.closed_at >= w.week_end) AND {{deals:o.id}}
+)
+SELECT l.opportunity_id, l.snapshot, l.known_before FROM every_landmark AS l
+{{wanted}}
 -- @step mart._trajectory_state
 WITH stage_meta AS (SELECT * FROM mart._trajectory_stage_meta),
 hist AS (SELECT * FROM mart._trajectory_hist),

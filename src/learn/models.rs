@@ -195,6 +195,46 @@ fn roles(df: &DataFrame, end: i64, cutoff: i64) -> Result<(Vec<u8>, Vec<f64>, El
     Ok((role, draw, e))
 }
 
+/// The deals the model can use, drawn before any feature is built: `roles` and `keep_mask` applied
+/// to every deal's row counts instead of its rows. Returns the whole lake's eligible counts and
+/// the deals to build: training and test deals whose draw is below their side's share (every
+/// landmark), and deals open on the run date that are not among them (the run date's week only,
+/// to be scored).
+fn sample_deals(counts: &[trajectory::DealCounts], end: i64, cutoff: i64) -> (Eligible, Vec<(String, Option<i64>)>) {
+    let mut e = Eligible::default();
+    let role = |d: &trajectory::DealCounts| match d.closed_at.filter(|c| *c < end && d.decided) {
+        Some(c) if c < cutoff => 1u8,
+        Some(_) => 2,
+        None if d.open_now => 3,
+        None => 0,
+    };
+    for d in counts.iter().filter(|d| d.rows > 0) {
+        match role(d) {
+            1 => {
+                e.train_rows += d.rows;
+                e.train_deals += 1;
+            }
+            2 => {
+                e.test_rows += d.week_rows;
+                e.test_deals += 1;
+            }
+            _ => {}
+        }
+    }
+    let (train, test) = (share(e.train_rows), share(e.test_rows));
+    let deals = counts
+        .iter()
+        .filter(|d| d.rows > 0)
+        .filter_map(|d| match role(d) {
+            1 if train >= 1.0 || deal_draw(&d.id) < train => Some((d.id.clone(), None)),
+            2 if test >= 1.0 || deal_draw(&d.id) < test => Some((d.id.clone(), None)),
+            3 => Some((d.id.clone(), Some(end))),
+            _ => None,
+        })
+        .collect();
+    (e, deals)
+}
+
 /// The rows to keep: every open-now row, and training and test rows whose deal's draw is below
 /// that side's share.
 fn keep_mask(role: &[u8], draw: &[f64], train: f64, test: f64) -> polars::prelude::BooleanChunked {
@@ -305,8 +345,10 @@ impl SliceSampler {
         Ok(())
     }
 
-    fn finish(self, empty: DataFrame) -> Result<(DataFrame, Thinning)> {
-        let e = self.eligible;
+    /// `whole`: the eligible counts of the whole lake when the slices held only the deals drawn
+    /// from them (`sample_deals`); the shares are then the whole lake's.
+    fn finish(self, empty: DataFrame, whole: Option<Eligible>) -> Result<(DataFrame, Thinning)> {
+        let e = whole.unwrap_or(self.eligible);
         let thinning = Thinning {
             training_rows_eligible: e.train_rows,
             training_deals_eligible: e.train_deals,
@@ -638,12 +680,22 @@ pub async fn run_win_model(session: &LakeSession) -> Result<WinModelRun> {
     let micros = |d: NaiveDate| d.and_hms_opt(0, 0, 0).expect("midnight").and_utc().timestamp_micros();
     let end = micros(as_of.checked_add_days(Days::new(1)).unwrap_or(as_of));
     let cutoff = micros(as_of.checked_sub_days(Days::new(TEST_DAYS)).unwrap_or(as_of));
-    // Thinned slice by slice: only the rows the model may use are ever held.
+    // The sample of deals is drawn from every deal's row counts before any feature is built, and
+    // only the sampled deals (every landmark) and the open ones (this week's) are built; the rows
+    // are then thinned slice by slice as before, with the shares of the whole lake.
     let mut sampler = SliceSampler::new(end, cutoff);
-    let (schema, _) =
-        trajectory::build_slices(session, |schema, rows| sampler.add(super::frame::to_polars(schema, &rows)?)).await?;
+    let mut whole: Option<Eligible> = None;
+    let choose = |counts: &[trajectory::DealCounts]| {
+        let (eligible, deals) = sample_deals(counts, end, cutoff);
+        whole = Some(eligible);
+        Ok(deals)
+    };
+    let (schema, _) = trajectory::build_slices_for(session, Some(choose), |schema, rows| {
+        sampler.add(super::frame::to_polars(schema, &rows)?)
+    })
+    .await?;
     let built_ms = started.elapsed().as_millis() as u64;
-    let (frame, thinning) = sampler.finish(super::frame::to_polars(&schema, &[])?)?;
+    let (frame, thinning) = sampler.finish(super::frame::to_polars(&schema, &[])?, whole)?;
     let (names, _stages, samples) = feature_frame(frame)?;
     let frame_ms = started.elapsed().as_millis() as u64;
     // Training: weekly rows of deals closed before the cut-off (their outcome was known then).
@@ -1022,7 +1074,7 @@ mod tests {
             sampler.add(frame(slice)).unwrap();
         }
         assert!(sampler.train < 1.0, "the running threshold halved: {}", sampler.train);
-        let (kept, s) = sampler.finish(frame(&[])).unwrap();
+        let (kept, s) = sampler.finish(frame(&[]), None).unwrap();
         assert_eq!(format!("{t:?}"), format!("{s:?}"));
         assert!((t.training_share - 0.15).abs() < 1e-12 && (t.test_share - 150_000.0 / 160_000.0).abs() < 1e-12);
         let ids = |df: &DataFrame| -> Vec<String> {
@@ -1033,6 +1085,76 @@ mod tests {
         };
         assert_eq!(ids(&kept), ids(&expected));
         assert!(kept.height() > 150_000, "{} rows kept", kept.height());
+    }
+
+    /// The deals drawn from row counts before anything is built (`sample_deals`), once their rows
+    /// are built and thinned with the whole lake's counts, are the rows `thin` keeps of the whole
+    /// trajectory; deals of no use (closed undecided, closed after the test window's end) are not
+    /// built at all, and open deals are built for the run date's week only.
+    #[test]
+    fn deals_drawn_from_counts_are_the_rows_thinning_the_whole_keeps() {
+        let (end, cutoff) = (1_000_000_i64, 500_000_i64);
+        let mut rows: Vec<Row> = Vec::new();
+        for d in 0..4_000 {
+            rows.push((format!("train-{d}"), "stage_entry", 1, Some(100_000), Some(d % 3 == 0)));
+            for w in 0..60 {
+                rows.push((format!("train-{d}"), "week", 10 + w, Some(100_000), Some(d % 3 == 0)));
+            }
+        }
+        for d in 0..9_000 {
+            rows.push((format!("test-{d}"), "stage_entry", 600_000, Some(700_000), Some(d % 2 == 0)));
+            for w in 0..20 {
+                rows.push((format!("test-{d}"), "week", 600_001 + w, Some(700_000), Some(d % 2 == 0)));
+            }
+        }
+        for d in 0..50 {
+            rows.push((format!("open-{d}"), "week", 900_000, None, None));
+            rows.push((format!("open-{d}"), "week", end, None, None));
+        }
+        for d in 0..20 {
+            rows.push((format!("undecided-{d}"), "week", 10, Some(100_000), None));
+        }
+        let (expected, t) = thin(frame(&rows), end, cutoff).unwrap();
+        let mut counts: BTreeMap<String, trajectory::DealCounts> = BTreeMap::new();
+        for r in &rows {
+            let c = counts.entry(r.0.clone()).or_insert_with(|| trajectory::DealCounts {
+                id: r.0.clone(),
+                closed_at: r.3,
+                decided: r.4.is_some(),
+                rows: 0,
+                week_rows: 0,
+                open_now: false,
+            });
+            c.rows += 1;
+            c.week_rows += usize::from(r.1 == "week");
+            c.open_now |= r.1 == "week" && r.2 == end;
+        }
+        let counts: Vec<trajectory::DealCounts> = counts.into_values().collect();
+        let (eligible, deals) = sample_deals(&counts, end, cutoff);
+        let wanted: HashMap<&str, Option<i64>> = deals.iter().map(|(id, since)| (id.as_str(), *since)).collect();
+        assert!(wanted.len() < counts.len() / 2, "{} of {} deals built", wanted.len(), counts.len());
+        assert!(!wanted.keys().any(|id| id.starts_with("undecided")));
+        assert!((0..50).all(|d| wanted.get(format!("open-{d}").as_str()) == Some(&Some(end))));
+        let built: Vec<Row> = rows
+            .iter()
+            .filter(|r| matches!(wanted.get(r.0.as_str()), Some(since) if since.is_none_or(|s| r.2 >= s)))
+            .cloned()
+            .collect();
+        let mut sampler = SliceSampler::new(end, cutoff);
+        sampler.add(frame(&built)).unwrap();
+        let (kept, s) = sampler.finish(frame(&[]), Some(eligible)).unwrap();
+        assert_eq!(format!("{t:?}"), format!("{s:?}"));
+        assert!(t.training_share < 1.0 && t.test_share < 1.0, "{t:?}");
+        let keys = |df: &DataFrame| -> Vec<(String, i64)> {
+            let ids = df.column("opportunity_id").unwrap().str().unwrap().clone();
+            let at = df.column("known_before").unwrap().cast(&PlDataType::Int64).unwrap();
+            let at = at.i64().unwrap().clone();
+            let mut v: Vec<(String, i64)> =
+                ids.iter().zip(at.iter()).map(|(i, a)| (i.unwrap().to_string(), a.unwrap())).collect();
+            v.sort();
+            v
+        };
+        assert_eq!(keys(&kept), keys(&expected));
     }
 
     /// 3,000 closed training deals of 100 weekly rows each (300,000 rows, twice MAX_ROWS), 50 test

@@ -13,6 +13,14 @@ use crate::layers::columns::dates;
 
 pub const TRAJECTORY_FILE: &str = "sql/learn/deal_trajectory.sql";
 const TRAJECTORY_SQL: &str = repo_file!("sql/learn/deal_trajectory.sql");
+const COUNTS_FILE: &str = "sql/learn/deal_landmark_counts.sql";
+const COUNTS_SQL: &str = repo_file!("sql/learn/deal_landmark_counts.sql");
+/// The deals a caller wants built (see `build_slices_for`): the id and the first landmark instant
+/// wanted, in microseconds (NULL: every landmark).
+pub const WANTED_TABLE: &str = "mart._trajectory_wanted";
+/// What fills the landmarks step's `wanted` slot when only some deals are built.
+const WANTED_JOIN: &str = "JOIN mart._trajectory_wanted AS w ON w.opportunity_id = l.opportunity_id \
+     WHERE w.since IS NULL OR l.known_before >= w.since";
 /// What the trajectory cannot be built without: the stage history is the spine.
 pub const NEEDS: [&str; 2] = ["opportunity_history", "opportunity_stage"];
 
@@ -208,6 +216,34 @@ pub async fn materialise_inputs(session: &LakeSession) -> Result<()> {
 /// the number of weekly as-of dates.
 pub async fn build_slices(
     session: &LakeSession,
+    each: impl FnMut(&SchemaRef, Vec<RecordBatch>) -> Result<()>,
+) -> Result<(SchemaRef, usize)> {
+    build_slices_for(session, None::<fn(&[DealCounts]) -> Result<Vec<(String, Option<i64>)>>>, each).await
+}
+
+/// One deal's trajectory rows that carry a stage, counted before anything is built
+/// (`sql/learn/deal_landmark_counts.sql`): what a caller that samples deals by their rows needs.
+#[derive(Debug, Clone)]
+pub struct DealCounts {
+    pub id: String,
+    /// When the deal closed (microseconds), as known by the run date.
+    pub closed_at: Option<i64>,
+    /// Whether its closing stage says won or lost.
+    pub decided: bool,
+    pub rows: usize,
+    pub week_rows: usize,
+    /// Whether it has a row at the run date's week end (open then).
+    pub open_now: bool,
+}
+
+/// `build_slices` for some deals only: `choose` gets every deal's counts and returns the deals
+/// to build, each with the first landmark instant wanted (None: every landmark). Every feature of
+/// a row reads only its own deal and instant, so the rows built are the same rows the whole
+/// trajectory holds. The win model uses about 4% of a million deals' rows: building only those
+/// is what keeps the weekly cadence from building the whole trajectory every week.
+pub async fn build_slices_for(
+    session: &LakeSession,
+    choose: Option<impl FnOnce(&[DealCounts]) -> Result<Vec<(String, Option<i64>)>>>,
     mut each: impl FnMut(&SchemaRef, Vec<RecordBatch>) -> Result<()>,
 ) -> Result<(SchemaRef, usize)> {
     let as_of = session.as_of.0.ok_or_else(|| {
@@ -238,7 +274,22 @@ pub async fn build_slices(
     };
     let sql = TRAJECTORY_SQL.replace("{{weeks}}", &values);
     materialise_inputs(session).await?;
-    let n = slices(deal_count(session).await?);
+    let wanted = match choose {
+        None => None,
+        Some(choose) => {
+            let end = as_of.checked_add_days(Days::new(1)).unwrap_or(as_of);
+            let end = format!("CAST(TIMESTAMP '{end} 00:00:00' AS TIMESTAMP(6))");
+            let counts = deal_counts(session, &sql.replace("{{wanted}}", ""), &end).await?;
+            let deals = choose(&counts)?;
+            register_wanted(session, &deals).await?;
+            Some(deals.len())
+        }
+    };
+    let sql = sql.replace("{{wanted}}", if wanted.is_some() { WANTED_JOIN } else { "" });
+    let n = slices(match wanted {
+        Some(w) => w as i64,
+        None => deal_count(session).await?,
+    });
     let steps = steps(&sql);
     let Some(((_, last), temporaries)) = steps.split_last() else {
         return Err(Error::Other(format!("{TRAJECTORY_FILE} has no `-- @step` sections")));
@@ -249,7 +300,8 @@ pub async fn build_slices(
     let mut sliced: Vec<(&str, Arc<dyn datafusion::catalog::TableProvider>, Sliced)> = Vec::new();
     if n > 1 && !session.lake.engine.is_cluster() {
         let used = used_columns(session, &steps, n).await?;
-        for (table, column) in SLICED_INPUTS {
+        let inputs = SLICED_INPUTS.iter().copied().chain(wanted.map(|_| (WANTED_TABLE, "opportunity_id")));
+        for (table, column) in inputs {
             let original = session
                 .ctx
                 .table_provider(table)
@@ -269,6 +321,13 @@ pub async fn build_slices(
                 }
                 _ => format!("SELECT * FROM {table}"),
             };
+            // Only the wanted deals' rows, when some are wanted: one pass over each input.
+            let select = match wanted {
+                Some(_) if table != WANTED_TABLE => format!(
+                    "SELECT * FROM ({select}) AS t WHERE t.\"{column}\" IN (SELECT opportunity_id FROM {WANTED_TABLE})"
+                ),
+                _ => select,
+            };
             let rows = slice_rows(session, &select, column, n, TRAJECTORY_FILE).await?;
             sliced.push((table, original, rows));
         }
@@ -281,8 +340,86 @@ pub async fn build_slices(
     for (table, _) in temporaries {
         let _ = session.ctx.deregister_table(table.as_str())?;
     }
+    if wanted.is_some() {
+        let _ = session.ctx.deregister_table(WANTED_TABLE)?;
+    }
     let schema = result?.ok_or_else(|| Error::Other("deal trajectories: no slice planned".into()))?;
     Ok((schema, weeks.len()))
+}
+
+/// Every deal's row counts (see `DealCounts`): the trajectory's steps up to its landmarks run once
+/// over the whole lake (no slices: a few columns per landmark), then `deal_landmark_counts.sql`.
+async fn deal_counts(session: &LakeSession, sql: &str, end: &str) -> Result<Vec<DealCounts>> {
+    use datafusion::arrow::array::{Array, BooleanArray, Int64Array};
+    let span = crate::layers::trace::start(COUNTS_FILE);
+    let run = |e: datafusion::error::DataFusionError| Error::Other(format!("{COUNTS_FILE} does not run: {e}"));
+    let all = steps(sql);
+    let upto = all.iter().position(|(t, _)| t == "mart._trajectory_landmarks").ok_or_else(|| {
+        Error::Other(format!("{TRAJECTORY_FILE} has no `-- @step mart._trajectory_landmarks` section"))
+    })?;
+    let registered = &all[..=upto];
+    for (table, step) in registered {
+        let df = session.declared(&fill_slice(step, 0, 1), &format!("{TRAJECTORY_FILE} (step {table})")).await?;
+        let schema = Arc::new(df.schema().as_arrow().clone());
+        let rows = df
+            .collect()
+            .await
+            .map_err(|e| Error::Other(format!("{TRAJECTORY_FILE} (step {table}, whole lake) does not run: {e}")))?;
+        session.register_rows(table, schema, rows).await?;
+    }
+    let batches = session.declared(&COUNTS_SQL.replace("{{end}}", end), COUNTS_FILE).await?.collect().await;
+    for (table, _) in registered {
+        let _ = session.ctx.deregister_table(table.as_str())?;
+    }
+    let batches = batches.map_err(run)?;
+    let mut out = Vec::new();
+    let column = |b: &RecordBatch, name: &str| {
+        b.column_by_name(name).cloned().ok_or_else(|| Error::Other(format!("{COUNTS_FILE}: no column {name}")))
+    };
+    let wrong = |name: &str| Error::Other(format!("{COUNTS_FILE}: column {name} has an unexpected type"));
+    for b in &batches {
+        let ids = column(b, "opportunity_id")?;
+        let ids = crate::layers::columns::strings(&ids)?;
+        let closed = column(b, "closed_at_us")?;
+        let closed = closed.as_any().downcast_ref::<Int64Array>().ok_or_else(|| wrong("closed_at_us"))?;
+        let decided = column(b, "decided")?;
+        let decided = decided.as_any().downcast_ref::<BooleanArray>().ok_or_else(|| wrong("decided"))?;
+        let rows = column(b, "staged_rows")?;
+        let rows = rows.as_any().downcast_ref::<Int64Array>().ok_or_else(|| wrong("staged_rows"))?;
+        let weeks = column(b, "staged_week_rows")?;
+        let weeks = weeks.as_any().downcast_ref::<Int64Array>().ok_or_else(|| wrong("staged_week_rows"))?;
+        let open = column(b, "open_now")?;
+        let open = open.as_any().downcast_ref::<BooleanArray>().ok_or_else(|| wrong("open_now"))?;
+        for (r, id) in ids.into_iter().enumerate() {
+            let Some(id) = id else { continue };
+            out.push(DealCounts {
+                id,
+                closed_at: closed.is_valid(r).then(|| closed.value(r)),
+                decided: decided.is_valid(r) && decided.value(r),
+                rows: usize::try_from(rows.value(r)).unwrap_or(0),
+                week_rows: if weeks.is_valid(r) { usize::try_from(weeks.value(r)).unwrap_or(0) } else { 0 },
+                open_now: open.is_valid(r) && open.value(r),
+            });
+        }
+    }
+    if let Some(span) = span {
+        span.done(&format!("{} deals", out.len()));
+    }
+    Ok(out)
+}
+
+/// Registers the deals to build as `WANTED_TABLE` (opportunity_id, since).
+async fn register_wanted(session: &LakeSession, deals: &[(String, Option<i64>)]) -> Result<()> {
+    use datafusion::arrow::array::{StringArray, TimestampMicrosecondArray};
+    use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("opportunity_id", DataType::Utf8, false),
+        Field::new("since", DataType::Timestamp(TimeUnit::Microsecond, None), true),
+    ]));
+    let ids: StringArray = deals.iter().map(|(id, _)| Some(id.as_str())).collect();
+    let since: TimestampMicrosecondArray = deals.iter().map(|(_, s)| *s).collect();
+    let batch = RecordBatch::try_new(schema.clone(), vec![Arc::new(ids), Arc::new(since)])?;
+    session.register_rows(WANTED_TABLE, schema, vec![batch]).await
 }
 
 /// The columns of each table the steps scan, read from their optimised plans (every step is
