@@ -31,9 +31,13 @@ use datafusion::physical_plan::ExecutionPlan;
 use crate::layers::LakeSession;
 
 /// One computed table: the columns it holds (indices into the view's schema, ascending) and rows.
+/// `schema` is the view's (projected to `columns`), the one every scan is served under; `held` is
+/// how the rows are stored: the same, except text columns kept as per-batch dictionaries (see
+/// `store`), which a served scan turns back into the view's type batch by batch.
 struct Entry {
     columns: Vec<usize>,
     schema: SchemaRef,
+    held: SchemaRef,
     partitions: Vec<Vec<RecordBatch>>,
     bytes: usize,
     used: u64,
@@ -135,7 +139,7 @@ impl SharedTable {
             return Ok(None);
         };
         entry.used = tick;
-        let plan = MemorySourceConfig::try_new_exec(&entry.partitions, entry.schema.clone(), Some(projection))?;
+        let plan = serve(&entry.partitions, &entry.schema, &entry.held, projection)?;
         c.served += 1;
         Ok(Some(plan))
     }
@@ -255,13 +259,13 @@ impl TableProvider for SharedTable {
                 *batch = RecordBatch::try_new_with_options(schema.clone(), cast, &options)?;
             }
         }
-        compact(&mut partitions)?;
+        let held = store(&schema, &mut partitions)?;
         let bytes = held_bytes(&partitions);
         if let Some(span) = span {
             let rows: usize = partitions.iter().flatten().map(|b| b.num_rows()).sum();
             span.done(&format!("{} columns, {rows} rows, {} MiB held", columns.len(), bytes >> 20));
         }
-        self.keep(Entry { columns, schema, partitions, bytes, used: 0 });
+        self.keep(Entry { columns, schema, held, partitions, bytes, used: 0 });
         match self.served(&wanted)? {
             Some(plan) => Ok(plan),
             None => Err(datafusion::error::DataFusionError::Internal(format!(
@@ -272,32 +276,136 @@ impl TableProvider for SharedTable {
     }
 }
 
-/// Copies the strings each kept batch uses into buffers of its own. A string-view column that
-/// came out of a filter, an aggregate or a de-duplication still points into every data buffer the
-/// Parquet decoder filled (versions dropped included), so a held table kept its whole input alive,
-/// and every later operator that sized such a batch (`get_array_memory_size`, once per buffer)
-/// spent its time there and reserved the whole input from the memory pool: a repartition over
-/// mart.stage_exit spilled 120 times on a million deals with the pool mostly free.
-fn compact(partitions: &mut [Vec<RecordBatch>]) -> datafusion::error::Result<()> {
-    use datafusion::arrow::array::{Array, ArrayRef, AsArray};
-    use datafusion::arrow::datatypes::DataType;
-    for batch in partitions.iter_mut().flatten() {
-        if !batch.columns().iter().any(|c| matches!(c.data_type(), DataType::Utf8View | DataType::BinaryView)) {
-            continue;
-        }
+/// A scan of held rows under the view's schema: the projected columns, and those held as
+/// dictionaries cast back to the view's text type as each batch streams out (a batch's dictionary
+/// is its own, so what a served batch keeps alive is that batch's strings, not the table's).
+fn serve(
+    partitions: &[Vec<RecordBatch>],
+    schema: &SchemaRef,
+    held: &SchemaRef,
+    projection: Vec<usize>,
+) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
+    use datafusion::physical_expr::PhysicalExpr;
+    use datafusion::physical_expr::expressions::{CastExpr, Column};
+    use datafusion::physical_plan::projection::ProjectionExec;
+    let decode = projection.iter().any(|&i| held.field(i).data_type() != schema.field(i).data_type());
+    let scan = MemorySourceConfig::try_new_exec(partitions, held.clone(), Some(projection.clone()))?;
+    if !decode {
+        return Ok(scan);
+    }
+    let exprs: Vec<(Arc<dyn PhysicalExpr>, String)> = projection
+        .iter()
+        .enumerate()
+        .map(|(at, &i)| {
+            let field = schema.field(i);
+            let column: Arc<dyn PhysicalExpr> = Arc::new(Column::new(field.name(), at));
+            let expr: Arc<dyn PhysicalExpr> = if held.field(i).data_type() == field.data_type() {
+                column
+            } else {
+                Arc::new(CastExpr::new(column, field.data_type().clone(), None))
+            };
+            (expr, field.name().clone())
+        })
+        .collect();
+    Ok(Arc::new(ProjectionExec::try_new(exprs, scan)?))
+}
+
+/// A table of fewer rows is held as computed: dictionaries would save little and cost a cast at
+/// every scan.
+const DICTIONARY_MIN_ROWS: usize = 200_000;
+
+/// Stores computed rows compactly and returns the schema they are held under.
+///
+/// Text columns (string views) are held the way Parquet stores them: each batch's column as a
+/// dictionary of its own distinct values, where that takes less than 0.6 of the plain column
+/// (decided on the largest batch). A million-deal lake's 16M tasks carry five 16-character ids,
+/// each 32 bytes a row as views; the owner, the deal and the contact repeat within a batch, so as
+/// dictionaries they take about 5: known.task with 13 columns went from 4,103 MiB held to 1,448,
+/// staging.task with 7 from 2,753 MiB to 1,193.
+///
+/// Columns held plain get their strings copied into buffers of their own: a string-view column
+/// that came out of a filter, an aggregate or a de-duplication still points into every data buffer
+/// the Parquet decoder filled (versions dropped included), so a held table kept its whole input
+/// alive, and every later operator that sized such a batch (`get_array_memory_size`, once per
+/// buffer) spent its time there and reserved the whole input from the memory pool: a repartition
+/// over mart.stage_exit spilled 120 times on a million deals with the pool mostly free.
+fn store(schema: &SchemaRef, partitions: &mut [Vec<RecordBatch>]) -> datafusion::error::Result<SchemaRef> {
+    use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatchOptions};
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    let dictionary = DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8));
+    let rows: usize = partitions.iter().flatten().map(|b| b.num_rows()).sum();
+    let largest = partitions.iter().flatten().max_by_key(|b| b.num_rows());
+    let encode: Vec<bool> = schema
+        .fields()
+        .iter()
+        .enumerate()
+        .map(|(i, f)| {
+            let Some(sample) = largest else { return Ok(false) };
+            if rows < DICTIONARY_MIN_ROWS || f.data_type() != &DataType::Utf8View {
+                return Ok(false);
+            }
+            let plain = sample.column(i).as_string_view().gc().get_array_memory_size();
+            let encoded = datafusion::arrow::compute::cast(sample.column(i), &dictionary)?.get_array_memory_size();
+            Ok(encoded * 10 < plain * 6)
+        })
+        .collect::<datafusion::error::Result<_>>()?;
+    let held: SchemaRef = Arc::new(Schema::new_with_metadata(
+        schema
+            .fields()
+            .iter()
+            .zip(&encode)
+            .map(|(f, &e)| {
+                if e {
+                    Arc::new(
+                        Field::new(f.name(), dictionary.clone(), f.is_nullable()).with_metadata(f.metadata().clone()),
+                    )
+                } else {
+                    f.clone()
+                }
+            })
+            .collect::<Vec<_>>(),
+        schema.metadata().clone(),
+    ));
+    let convert = |batch: &RecordBatch| -> datafusion::error::Result<RecordBatch> {
         let columns: Vec<ArrayRef> = batch
             .columns()
             .iter()
-            .map(|c| match c.data_type() {
-                DataType::Utf8View => Arc::new(c.as_string_view().gc()) as ArrayRef,
-                DataType::BinaryView => Arc::new(c.as_binary_view().gc()) as ArrayRef,
-                _ => c.clone(),
+            .zip(&encode)
+            .map(|(c, &e)| {
+                Ok(if e {
+                    datafusion::arrow::compute::cast(c, &dictionary)?
+                } else {
+                    match c.data_type() {
+                        DataType::Utf8View => Arc::new(c.as_string_view().gc()) as ArrayRef,
+                        DataType::BinaryView => Arc::new(c.as_binary_view().gc()) as ArrayRef,
+                        _ => c.clone(),
+                    }
+                })
+            })
+            .collect::<datafusion::error::Result<_>>()?;
+        let options = RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
+        Ok(RecordBatch::try_new_with_options(held.clone(), columns, &options)?)
+    };
+    // One thread per partition: the partitions came from that many cores.
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = partitions
+            .iter_mut()
+            .map(|part| {
+                scope.spawn(|| {
+                    for batch in part.iter_mut() {
+                        *batch = convert(batch)?;
+                    }
+                    Ok::<_, datafusion::error::DataFusionError>(())
+                })
             })
             .collect();
-        let options = datafusion::arrow::array::RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
-        *batch = RecordBatch::try_new_with_options(batch.schema(), columns, &options)?;
-    }
-    Ok(())
+        workers.into_iter().try_for_each(|w| {
+            w.join().unwrap_or_else(|_| {
+                Err(datafusion::error::DataFusionError::Internal("storing a shared table panicked".into()))
+            })
+        })
+    })?;
+    Ok(held)
 }
 
 /// The memory a table's batches keep alive, each underlying allocation counted once. A batch's
@@ -345,13 +453,22 @@ pub async fn warm(session: &LakeSession, table: &str, columns: &[String]) -> cra
     Ok(true)
 }
 
-/// Computes a shared table with every column now: for a small derived table that a job reads in
-/// many queries, each naming other columns, so it is computed once instead of once per new column
-/// set (the risk job computed mart.deal_context three times on a million deals, 35 s of 96).
+/// Computes a shared table with every column now: for a table that a job (or a cadence's steps)
+/// reads in many queries, each naming other columns, so it is computed once instead of once per new
+/// column set (the risk job computed mart.deal_context three times on a million deals, 35 s of 96).
+/// A staging table computed whole no longer needs the known table it was computed from: that one is
+/// dropped (a query that reads it directly computes it again), so the two are not held side by side.
 pub async fn warm_all(session: &LakeSession, table: &str) -> crate::error::Result<bool> {
     let provider = session.ctx.table_provider(table).await?;
     let columns: Vec<String> = provider.schema().fields().iter().map(|f| f.name().clone()).collect();
-    warm(session, table, &columns).await
+    let warmed = warm(session, table, &columns).await?;
+    if let (true, Some(name)) = (warmed, table.strip_prefix("staging.")) {
+        let mut c = cache().lock().expect("cache lock");
+        if let Some(e) = c.entries.remove(&(session.fingerprint, format!("known.{name}"))) {
+            c.bytes -= e.bytes;
+        }
+    }
+    Ok(warmed)
 }
 
 #[cfg(test)]
@@ -385,5 +502,62 @@ mod tests {
         let copy = datafusion::arrow::compute::concat_batches(&whole.schema(), [&whole, &whole.slice(0, 0)]).unwrap();
         assert_ne!(copy.column(0).to_data().buffers()[0].as_ptr(), whole.column(0).to_data().buffers()[0].as_ptr());
         assert!(held_bytes(&[vec![whole], vec![copy]]) >= 2 * floor);
+    }
+
+    #[tokio::test]
+    async fn text_held_as_dictionaries_is_served_as_computed() {
+        use datafusion::arrow::array::{Array, AsArray, StringViewArray};
+        let n = 3 * DICTIONARY_MIN_ROWS;
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Utf8View, false),
+            Field::new("owner_id", DataType::Utf8View, true),
+            Field::new("amount", DataType::Int64, false),
+        ]));
+        // Unique ids stay plain; an owner repeated within each batch (with NULLs) becomes a
+        // dictionary. Rows are cut into batches of 8192 over two partitions, as a plan emits them.
+        let ids = StringViewArray::from((0..n).map(|i| format!("00T{i:013}")).collect::<Vec<_>>());
+        let owners = StringViewArray::from(
+            (0..n).map(|i| (i % 11 != 0).then(|| format!("0050000000{:06}", i % 97))).collect::<Vec<_>>(),
+        );
+        let amounts = Int64Array::from((0..n as i64).collect::<Vec<_>>());
+        let whole =
+            RecordBatch::try_new(schema.clone(), vec![Arc::new(ids), Arc::new(owners), Arc::new(amounts)]).unwrap();
+        let batches: Vec<RecordBatch> = (0..n).step_by(8192).map(|at| whole.slice(at, 8192.min(n - at))).collect();
+        let half = batches.len() / 2;
+        let mut partitions = vec![batches[..half].to_vec(), batches[half..].to_vec()];
+        let plain = held_bytes(&partitions);
+        let held = store(&schema, &mut partitions).unwrap();
+        assert_eq!(held.field(0).data_type(), &DataType::Utf8View, "unique ids stay plain");
+        assert!(matches!(held.field(1).data_type(), DataType::Dictionary(_, _)), "{:?}", held.field(1));
+        assert_eq!(held.field(2).data_type(), &DataType::Int64);
+        let stored = held_bytes(&partitions);
+        // The owner column: 32 bytes a row as views, 4 (a key) plus each batch's 97 values stored.
+        let owners_plain = 32 * n;
+        assert!(plain - stored > owners_plain * 3 / 4, "held {stored} bytes, {plain} before");
+        // Served with every projection, the rows and types are the computed ones.
+        let ctx = datafusion::prelude::SessionContext::new();
+        for projection in [vec![0, 1, 2], vec![1], vec![2, 1]] {
+            let plan = serve(&partitions, &schema, &held, projection.clone()).unwrap();
+            assert_eq!(plan.schema().fields(), schema.project(&projection).unwrap().fields());
+            // Partition by partition, in order (a plain collect interleaves them).
+            let out: Vec<RecordBatch> = datafusion::physical_plan::collect_partitioned(plan, ctx.task_ctx())
+                .await
+                .unwrap()
+                .into_iter()
+                .flatten()
+                .collect();
+            let got = datafusion::arrow::compute::concat_batches(&out[0].schema(), &out).unwrap();
+            let want = whole.project(&projection).unwrap();
+            assert_eq!(got.num_rows(), n);
+            for (g, w) in got.columns().iter().zip(want.columns()) {
+                assert_eq!(g.data_type(), w.data_type());
+                if let (Some(g), Some(w)) = (g.as_string_view_opt(), w.as_string_view_opt()) {
+                    assert!(g.iter().eq(w.iter()));
+                    assert_eq!(g.null_count(), w.null_count());
+                } else {
+                    assert_eq!(g.as_ref(), w.as_ref());
+                }
+            }
+        }
     }
 }

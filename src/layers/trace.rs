@@ -48,6 +48,11 @@ pub fn start(what: impl Into<String>) -> Option<Span> {
 }
 
 impl Span {
+    /// The time since the span started.
+    pub fn elapsed(&self) -> std::time::Duration {
+        self.start.elapsed()
+    }
+
     pub fn done(self, detail: &str) {
         let (rss, peak) = memory_mib().unwrap_or((0, 0));
         let (_, _, shared) = crate::layers::shared::stats();

@@ -199,6 +199,8 @@ pub async fn check_all(session: &LakeSession) -> Result<Vec<Finding>> {
                 landed.field(k).map(|f| quote(f.name())).unwrap_or_else(|| quote(k))
             }),
         };
+        let span = crate::layers::trace::start(format!("validate checks of {}", table.name));
+        let found = out.len();
         out.extend(landing::missing_optional(&cx));
         keys::duplicate_key(&cx, &mut out).await?;
         keys::null_key(&cx, &mut out).await?;
@@ -221,6 +223,9 @@ pub async fn check_all(session: &LakeSession) -> Result<Vec<Finding>> {
         rules::declared(&cx, &mut out).await?;
         rules::not_time_travelled(&cx, &mut out).await?;
         concepts::coverage(&cx, &mut out).await?;
+        if let Some(span) = span {
+            span.done(&format!("{} findings", out.len() - found));
+        }
         session.ctx.deregister_table(format!("validate_cache.{}", table.name))?;
     }
     out.extend(concepts::declared_stages(session));

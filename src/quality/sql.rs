@@ -37,6 +37,11 @@ pub(crate) async fn scalar(session: &LakeSession, sql: &str) -> Result<i64> {
 }
 
 async fn collect(session: &LakeSession, sql: &str) -> Result<Vec<datafusion::arrow::array::RecordBatch>> {
+    let span = crate::layers::trace::start(format!("validate query {}", sql.chars().take(160).collect::<String>()));
     let df = session.ctx.sql(sql).await.context(|| format!("validate: planning `{sql}`"))?;
-    df.collect().await.context(|| format!("validate: running `{sql}`"))
+    let batches = df.collect().await.context(|| format!("validate: running `{sql}`"))?;
+    if let Some(span) = span {
+        span.done(&format!("{} rows", batches.iter().map(|b| b.num_rows()).sum::<usize>()));
+    }
+    Ok(batches)
 }

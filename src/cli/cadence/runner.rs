@@ -346,11 +346,22 @@ async fn steps(
     }
     drop(session);
     let run_id = run.run_id.clone();
+    // The tasks, read by several steps with other columns each, are computed whole once, at the first
+    // of them, instead of again for each new column set (on a million deals, 16M rows computed three
+    // times, about 30 s). One step alone computes only what it reads.
+    let mut tasks_whole = spec.steps.iter().filter(|s| s.job.reads_tasks()).count() > 1;
     for (i, step) in spec.steps.iter().enumerate() {
         let before = batch_runs(lake, &run_id).await?.len();
         let t0 = Instant::now();
         run.steps[i].started_at = log::now();
         let mut text = Vec::new();
+        if tasks_whole && step.job.reads_tasks() {
+            tasks_whole = false;
+            let session = crate::outputs::open_session(lake, AsOf(Some(as_of))).await?;
+            if session.landed("task").is_some_and(|l| l.present()) {
+                crate::layers::shared::warm_all(&session, "staging.task").await?;
+            }
+        }
         let result = run_step(lake, step, as_of, &mut text).await;
         if !events.json {
             events.out.write_all(&text)?;

@@ -51,6 +51,20 @@ pub enum StepJob {
 }
 
 impl StepJob {
+    /// Whether the job reads the CRM tasks (staging.task), the largest table of a lake (16M rows on
+    /// a million deals), each job in several queries naming other columns of it.
+    pub fn reads_tasks(self) -> bool {
+        matches!(
+            self,
+            StepJob::Actions
+                | StepJob::Risk
+                | StepJob::WinProbability
+                | StepJob::Kpis
+                | StepJob::Patterns
+                | StepJob::Models
+        )
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             StepJob::Validate => "validate",
