@@ -2,30 +2,69 @@
 -- trajectory: the win model draws its sample of deals from these counts before it builds any
 -- deal's features (on a million deals it uses about 4% of the rows).
 -- Reads the first steps of sql/learn/deal_trajectory.sql, run over the whole lake and registered
--- as mart._trajectory_hist, mart._trajectory_closes and mart._trajectory_landmarks.
+-- as mart._trajectory_hist, mart._trajectory_closes and mart._trajectory_landmarks, the last with
+-- its stage-entry landmarks only: the weekly ones are counted here, not listed (below).
 -- A landmark has a stage when the latest history row recorded before it (by created_date, then
 -- id: what the trajectory's `state` step reads) names one. Each history row is the latest for
--- the landmarks after it and up to the next row's instant; a row tied with the next one is the
--- latest for none.
--- Slot: {{end}} the first instant after the run date (the last weekly landmark).
+-- the landmarks after it and up to the next row's instant, a span (from_at, to_at]; a row tied
+-- with the next one is the latest for none.
+-- Weekly landmarks: the week ends w = {{end}} - k weeks, 0 <= k <= {{last_week}}, at which the deal
+-- was open (created before w, not closed before w). Those that carry a stage are the w in a staged
+-- span that are also in (created, closed]: with a and b the bounds of that intersection, in
+-- microseconds, a < w <= b holds for ceil((end - b) / week) <= k <= ceil((end - a) / week) - 1.
+-- Counted per span this way, a million deals' 9.6M weekly landmarks are never built.
+-- Slots: {{end}} the first instant after the run date (the last weekly landmark), {{last_week}}
+-- the k of the first one.
 WITH spans AS (
   SELECT opportunity_id, created_date AS from_at, stage_name,
     LEAD(created_date) OVER (PARTITION BY opportunity_id ORDER BY created_date, id) AS to_at
   FROM mart._trajectory_hist
 ),
-staged AS (
-  SELECT l.opportunity_id, l.snapshot, l.known_before
+staged_spans AS (
+  SELECT * FROM spans WHERE stage_name IS NOT NULL
+),
+entries AS (
+  SELECT l.opportunity_id, COUNT(*) AS staged_rows
   FROM mart._trajectory_landmarks AS l
-  JOIN spans AS s ON s.opportunity_id = l.opportunity_id AND s.from_at < l.known_before
+  JOIN staged_spans AS s ON s.opportunity_id = l.opportunity_id AND s.from_at < l.known_before
     AND (s.to_at IS NULL OR s.to_at >= l.known_before)
-  WHERE s.stage_name IS NOT NULL
+  GROUP BY l.opportunity_id
+),
+bounds AS (
+  SELECT s.opportunity_id,
+    GREATEST(CAST(CAST(s.from_at AS TIMESTAMP(6)) AS BIGINT), CAST(CAST(o.created_date AS TIMESTAMP(6)) AS BIGINT)) AS a,
+    LEAST(
+      COALESCE(CAST(CAST(s.to_at AS TIMESTAMP(6)) AS BIGINT), CAST({{end}} AS BIGINT)),
+      COALESCE(CAST(CAST(c.closed_at AS TIMESTAMP(6)) AS BIGINT), CAST({{end}} AS BIGINT)),
+      CAST({{end}} AS BIGINT)
+    ) AS b
+  FROM staged_spans AS s
+  JOIN staging.opportunity AS o ON o.id = s.opportunity_id
+  LEFT JOIN mart._trajectory_closes AS c ON c.opportunity_id = s.opportunity_id
+  WHERE o.created_date IS NOT NULL AND {{deals:o.id}}
+),
+weeks AS (
+  SELECT opportunity_id, b,
+    GREATEST(CAST(0 AS BIGINT),
+      LEAST(CAST({{last_week}} AS BIGINT), (CAST({{end}} AS BIGINT) - a + 604800000000 - 1) / 604800000000 - 1)
+      - (CAST({{end}} AS BIGINT) - b + 604800000000 - 1) / 604800000000 + 1) AS n
+  FROM bounds
+),
+per_deal AS (
+  SELECT opportunity_id, SUM(staged_rows) AS staged_rows, SUM(week_rows) AS staged_week_rows,
+    bool_or(open_now) AS open_now
+  FROM (
+    SELECT opportunity_id, staged_rows, CAST(0 AS BIGINT) AS week_rows, false AS open_now FROM entries
+    UNION ALL
+    SELECT opportunity_id, SUM(n), SUM(n), bool_or(n > 0 AND b = CAST({{end}} AS BIGINT)) FROM weeks
+    GROUP BY opportunity_id
+  ) AS parts
+  GROUP BY opportunity_id
 )
-SELECT st.opportunity_id,
-  CAST(CAST(MAX(c.closed_at) AS TIMESTAMP(6)) AS BIGINT) AS closed_at_us,
-  bool_or(c.won IS NOT NULL) AS decided,
-  COUNT(*) AS staged_rows,
-  SUM(CASE WHEN st.snapshot = 'week' THEN 1 ELSE 0 END) AS staged_week_rows,
-  bool_or(st.snapshot = 'week' AND st.known_before = {{end}}) AS open_now
-FROM staged AS st
-LEFT JOIN mart._trajectory_closes AS c ON c.opportunity_id = st.opportunity_id
-GROUP BY st.opportunity_id
+SELECT d.opportunity_id,
+  CAST(CAST(c.closed_at AS TIMESTAMP(6)) AS BIGINT) AS closed_at_us,
+  c.won IS NOT NULL AS decided,
+  d.staged_rows, d.staged_week_rows, d.open_now
+FROM per_deal AS d
+LEFT JOIN mart._trajectory_closes AS c ON c.opportunity_id = d.opportunity_id
+WHERE d.staged_rows > 0

@@ -279,7 +279,9 @@ pub async fn build_slices_for(
         Some(choose) => {
             let end = as_of.checked_add_days(Days::new(1)).unwrap_or(as_of);
             let end = format!("CAST(TIMESTAMP '{end} 00:00:00' AS TIMESTAMP(6))");
-            let counts = deal_counts(session, &sql.replace("{{wanted}}", ""), &end).await?;
+            // The landmarks the counts list are the stage entries: the weekly ones are counted.
+            let entries = sql.replace("{{wanted}}", "WHERE l.snapshot = 'stage_entry'");
+            let counts = deal_counts(session, &entries, &end, weeks.len() as i64 - 1).await?;
             let deals = choose(&counts)?;
             register_wanted(session, &deals).await?;
             Some(deals.len())
@@ -349,7 +351,7 @@ pub async fn build_slices_for(
 
 /// Every deal's row counts (see `DealCounts`): the trajectory's steps up to its landmarks run once
 /// over the whole lake (no slices: a few columns per landmark), then `deal_landmark_counts.sql`.
-async fn deal_counts(session: &LakeSession, sql: &str, end: &str) -> Result<Vec<DealCounts>> {
+async fn deal_counts(session: &LakeSession, sql: &str, end: &str, last_week: i64) -> Result<Vec<DealCounts>> {
     use datafusion::arrow::array::{Array, BooleanArray, Int64Array};
     let span = crate::layers::trace::start(COUNTS_FILE);
     let run = |e: datafusion::error::DataFusionError| Error::Other(format!("{COUNTS_FILE} does not run: {e}"));
@@ -359,15 +361,20 @@ async fn deal_counts(session: &LakeSession, sql: &str, end: &str) -> Result<Vec<
     })?;
     let registered = &all[..=upto];
     for (table, step) in registered {
+        let step_span = crate::layers::trace::start(format!("{TRAJECTORY_FILE} (step {table}, whole lake)"));
         let df = session.declared(&fill_slice(step, 0, 1), &format!("{TRAJECTORY_FILE} (step {table})")).await?;
         let schema = Arc::new(df.schema().as_arrow().clone());
         let rows = df
             .collect()
             .await
             .map_err(|e| Error::Other(format!("{TRAJECTORY_FILE} (step {table}, whole lake) does not run: {e}")))?;
+        if let Some(step_span) = step_span {
+            step_span.done(&format!("{} rows", rows.iter().map(|b| b.num_rows()).sum::<usize>()));
+        }
         session.register_rows(table, schema, rows).await?;
     }
-    let batches = session.declared(&COUNTS_SQL.replace("{{end}}", end), COUNTS_FILE).await?.collect().await;
+    let counts = fill_slice(&COUNTS_SQL.replace("{{end}}", end).replace("{{last_week}}", &last_week.to_string()), 0, 1);
+    let batches = session.declared(&counts, COUNTS_FILE).await?.collect().await;
     for (table, _) in registered {
         let _ = session.ctx.deregister_table(table.as_str())?;
     }
