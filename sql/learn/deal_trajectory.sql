@@ -38,8 +38,9 @@ SELECT opportunity_id, closed_at, won, closed_amount FROM (
   ) AS c WHERE rk = 1
 -- @step mart._trajectory_landmarks
 -- Each deal at each entry into an open stage and at each week end while it was open. The
--- `wanted` slot below is empty (every landmark) or, for the win model, a join that keeps every
--- landmark of the deals it samples and only the current week of the open deals it scores.
+-- `wanted` slot below is empty (every landmark); or, for the win model, a join that keeps every
+-- landmark of the deals it samples and only the current week of the open deals it scores; or, for
+-- its counting pass (sql/learn/deal_landmark_counts.sql), a filter to the stage entries only.
 WITH stage_meta AS (SELECT * FROM mart._trajectory_stage_meta),
 hist AS (SELECT * FROM mart._trajectory_hist),
 closes AS (SELECT * FROM mart._trajectory_closes),

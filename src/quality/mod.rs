@@ -268,15 +268,10 @@ async fn cache_known(session: &LakeSession, table: &Table) -> Result<String> {
     // columns its staging table passes on by name, so computing staging later reads these rows
     // instead of computing the known table again for them (16M tasks: 10 s at a million deals).
     let known = format!("known.{}", table.name);
+    // (`warm` keeps the names the known table has: a column staging computes is not among them.)
     let mut wanted = checked.clone();
-    if let (Ok(k), Ok(st)) = (
-        session.ctx.table_provider(known.as_str()).await,
-        session.ctx.table_provider(format!("staging.{}", table.name).as_str()).await,
-    ) {
-        let passed = st.schema().fields().iter().map(|f| f.name().clone()).collect::<Vec<_>>();
-        let known_schema = k.schema();
-        let more = known_schema.fields().iter().filter(|f| passed.contains(f.name())).map(|f| quote(f.name()));
-        wanted.extend(more.filter(|c| seen.insert(c.clone())).collect::<Vec<_>>());
+    if let Ok(staging) = session.ctx.table_provider(format!("staging.{}", table.name).as_str()).await {
+        wanted.extend(staging.schema().fields().iter().map(|f| quote(f.name())));
     }
     if crate::layers::shared::warm(session, &known, &wanted).await? {
         session.ctx.register_table(
