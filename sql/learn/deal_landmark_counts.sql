@@ -15,13 +15,12 @@
 -- Counted per span this way, a million deals' 9.6M weekly landmarks are never built.
 -- Slots: {{end}} the first instant after the run date (the last weekly landmark), {{last_week}}
 -- the k of the first one.
-WITH spans AS (
-  SELECT opportunity_id, created_date AS from_at, stage_name,
-    LEAD(created_date) OVER (PARTITION BY opportunity_id ORDER BY created_date, id) AS to_at
+-- (The history step carries each row's next instant, next_at, from the same ordered pass as the
+-- row before: this query has no window of its own.)
+WITH staged_spans AS (
+  SELECT opportunity_id, created_date AS from_at, stage_name, next_at AS to_at
   FROM mart._trajectory_hist
-),
-staged_spans AS (
-  SELECT * FROM spans WHERE stage_name IS NOT NULL
+  WHERE stage_name IS NOT NULL
 ),
 entries AS (
   SELECT l.opportunity_id, COUNT(*) AS staged_rows
@@ -30,18 +29,25 @@ entries AS (
     AND (s.to_at IS NULL OR s.to_at >= l.known_before)
   GROUP BY l.opportunity_id
 ),
+-- Each deal's life (created, closed) first, then its spans: the join of a million deals' spans
+-- with their closes, built on the spans' side, took 2.7 s where this takes a fraction of that.
+lives AS (
+  SELECT o.id, CAST(CAST(o.created_date AS TIMESTAMP(6)) AS BIGINT) AS created_us,
+    COALESCE(CAST(CAST(c.closed_at AS TIMESTAMP(6)) AS BIGINT), CAST({{end}} AS BIGINT)) AS closed_us
+  FROM staging.opportunity AS o
+  LEFT JOIN mart._trajectory_closes AS c ON c.opportunity_id = o.id
+  WHERE o.created_date IS NOT NULL AND {{deals:o.id}}
+),
 bounds AS (
   SELECT s.opportunity_id,
-    GREATEST(CAST(CAST(s.from_at AS TIMESTAMP(6)) AS BIGINT), CAST(CAST(o.created_date AS TIMESTAMP(6)) AS BIGINT)) AS a,
+    GREATEST(CAST(CAST(s.from_at AS TIMESTAMP(6)) AS BIGINT), d.created_us) AS a,
     LEAST(
       COALESCE(CAST(CAST(s.to_at AS TIMESTAMP(6)) AS BIGINT), CAST({{end}} AS BIGINT)),
-      COALESCE(CAST(CAST(c.closed_at AS TIMESTAMP(6)) AS BIGINT), CAST({{end}} AS BIGINT)),
+      d.closed_us,
       CAST({{end}} AS BIGINT)
     ) AS b
-  FROM staged_spans AS s
-  JOIN staging.opportunity AS o ON o.id = s.opportunity_id
-  LEFT JOIN mart._trajectory_closes AS c ON c.opportunity_id = s.opportunity_id
-  WHERE o.created_date IS NOT NULL AND {{deals:o.id}}
+  FROM lives AS d
+  JOIN staged_spans AS s ON s.opportunity_id = d.id
 ),
 weeks AS (
   SELECT opportunity_id, b,

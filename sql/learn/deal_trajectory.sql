@@ -20,22 +20,28 @@
 SELECT master_label, MIN(sort_order) AS sort_order, bool_or(is_closed) AS is_closed, bool_or(is_won) AS is_won
 FROM staging.opportunity_stage GROUP BY master_label
 -- @step mart._trajectory_hist
--- Every stage-history row of the slice's deals, with the stage and close date before it.
+-- Every stage-history row of the slice's deals, with the stage and close date before it and the
+-- time of the deal's next row, NULL for its last (one ordered pass, the row before or after
+-- counting only when it is the same deal's: see "One ordered pass" in the README).
 SELECT h.opportunity_id, h.id, h.created_date, h.stage_name, h.amount, h.close_date, h.probability,
-  LAG(h.stage_name) OVER (PARTITION BY h.opportunity_id ORDER BY h.created_date, h.id) AS prev_stage,
-  LAG(h.close_date) OVER (PARTITION BY h.opportunity_id ORDER BY h.created_date, h.id) AS prev_close_date
+  CASE WHEN LAG(h.opportunity_id) OVER w IS NOT DISTINCT FROM h.opportunity_id THEN LAG(h.stage_name) OVER w END AS prev_stage,
+  CASE WHEN LAG(h.opportunity_id) OVER w IS NOT DISTINCT FROM h.opportunity_id THEN LAG(h.close_date) OVER w END AS prev_close_date,
+  CASE WHEN LEAD(h.opportunity_id) OVER w IS NOT DISTINCT FROM h.opportunity_id THEN LEAD(h.created_date) OVER w END AS next_at
 FROM staging.opportunity_history AS h
 WHERE h.created_date IS NOT NULL AND {{deals:h.opportunity_id}}
+WINDOW w AS (ORDER BY h.opportunity_id, h.created_date, h.id)
 -- @step mart._trajectory_closes
 -- The first time each deal reached a closed stage, as known by the run date.
 WITH stage_meta AS (SELECT * FROM mart._trajectory_stage_meta),
 hist AS (SELECT * FROM mart._trajectory_hist)
+-- A deal's first closed row is the first row overall or one whose row before is another deal's.
 SELECT opportunity_id, closed_at, won, closed_amount FROM (
     SELECT h.opportunity_id, h.created_date AS closed_at, s.is_won AS won, h.amount AS closed_amount,
-      ROW_NUMBER() OVER (PARTITION BY h.opportunity_id ORDER BY h.created_date, h.id) AS rk
+      ROW_NUMBER() OVER w = 1 OR LAG(h.opportunity_id) OVER w IS DISTINCT FROM h.opportunity_id AS first_close
     FROM hist AS h JOIN stage_meta AS s ON s.master_label = h.stage_name
     WHERE s.is_closed
-  ) AS c WHERE rk = 1
+    WINDOW w AS (ORDER BY h.opportunity_id, h.created_date, h.id)
+  ) AS c WHERE first_close
 -- @step mart._trajectory_landmarks
 -- Each deal at each entry into an open stage and at each week end while it was open. The
 -- `wanted` slot below is empty (every landmark); or, for the win model, a join that keeps every

@@ -1,11 +1,14 @@
 -- Every time a deal left a stage, known on the run date: from which stage to which, when, after
 -- how many days, and whether it moved forward (a later open stage or won) or not (lost, or back).
+-- The row before is read in one ordered pass over the rows with a stage, and counts only when it
+-- is the same deal's (see "One ordered pass" in the README).
 WITH changes AS (
   SELECT h.opportunity_id, h.created_date, h.stage_name,
-    LAG(h.stage_name) OVER (PARTITION BY h.opportunity_id ORDER BY h.created_date, h.id) AS from_stage,
-    LAG(h.created_date) OVER (PARTITION BY h.opportunity_id ORDER BY h.created_date, h.id) AS from_at
+    CASE WHEN LAG(h.opportunity_id) OVER w IS NOT DISTINCT FROM h.opportunity_id THEN LAG(h.stage_name) OVER w END AS from_stage,
+    CASE WHEN LAG(h.opportunity_id) OVER w IS NOT DISTINCT FROM h.opportunity_id THEN LAG(h.created_date) OVER w END AS from_at
   FROM staging.opportunity_history AS h
   WHERE h.stage_name IS NOT NULL
+  WINDOW w AS (ORDER BY h.opportunity_id, h.created_date, h.id)
 )
 SELECT c.opportunity_id, d.owner_id, c.from_stage, c.stage_name AS to_stage,
   CAST(c.created_date AS DATE) AS exit_day,

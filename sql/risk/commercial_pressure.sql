@@ -1,10 +1,13 @@
 -- Commercial pressure: discount requests on calls in the last {{param:window_days}} days, the amount
 -- cut, or the close date pushed out in that time; fires on {{param:min_signals}} or more.
+-- The amount and close date before each history row: one ordered pass, the row before counting
+-- only when it is the same deal's (see "One ordered pass" in the README).
 WITH h AS (
   SELECT opportunity_id, created_date, amount, close_date,
-    LAG(amount) OVER (PARTITION BY opportunity_id ORDER BY created_date, id) AS previous_amount,
-    LAG(close_date) OVER (PARTITION BY opportunity_id ORDER BY created_date, id) AS previous_close
+    CASE WHEN LAG(opportunity_id) OVER w IS NOT DISTINCT FROM opportunity_id THEN LAG(amount) OVER w END AS previous_amount,
+    CASE WHEN LAG(opportunity_id) OVER w IS NOT DISTINCT FROM opportunity_id THEN LAG(close_date) OVER w END AS previous_close
   FROM staging.opportunity_history
+  WINDOW w AS (ORDER BY opportunity_id, created_date, id)
 ),
 changes AS (
   SELECT opportunity_id,

@@ -1,10 +1,13 @@
 -- Every open deal on the run date with what the risk flags and the next-best-action sentences
 -- need: names (deal, account, owner, manager, champion, economic and technical buyer), stage and
 -- how long it has sat there, age, activity, stakeholders. {{as_of_end}} is the end of the as-of day.
+-- The stage before each history row is read in one ordered pass over the table, the row before
+-- counting only when it is the same deal's: see "One ordered pass" in the README.
 WITH h AS (
   SELECT opportunity_id, created_date, stage_name,
-    LAG(stage_name) OVER (PARTITION BY opportunity_id ORDER BY created_date, id) AS previous_stage
+    CASE WHEN LAG(opportunity_id) OVER w IS NOT DISTINCT FROM opportunity_id THEN LAG(stage_name) OVER w END AS previous_stage
   FROM staging.opportunity_history
+  WINDOW w AS (ORDER BY opportunity_id, created_date, id)
 ),
 entered AS (
   SELECT opportunity_id, MAX(created_date) AS stage_entered_at, COUNT(*) AS changes
