@@ -18,6 +18,7 @@ pub async fn register(session: &LakeSession, landed: &Landed) -> Result<()> {
         let empty = Arc::new(landed.table.arrow_schema(landed.table.cdc));
         return session.register_rows(&name, empty, vec![]).await;
     };
+    // Parquet text columns are read as string views (`lake::inspect::text_as_views`).
     let options = match format {
         Format::Parquet => ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet"),
         Format::Csv => {
