@@ -41,7 +41,7 @@ impl LakeSession {
         let contract = Contract::builtin();
         let landed = inspect(lake, contract).await?;
         let profile = Profile::load(lake, lake.profile_file.as_deref()).await?;
-        let config = SessionConfig::new()
+        let config = SessionConfig::from_env()?
             .with_default_catalog_and_schema("datafusion", "staging")
             .with_information_schema(true)
             .with_target_partitions(std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).max(2));
@@ -76,8 +76,19 @@ impl LakeSession {
 
     /// Runs a declared SQL text and collects its (small) result; errors name where it is declared.
     pub async fn collect_declared(&self, sql: &str, source: &str) -> Result<Vec<RecordBatch>> {
-        let span = crate::layers::trace::start(source);
         let df = self.declared(sql, source).await?;
+        Ok(self.collect_traced(df, source).await?.1)
+    }
+
+    /// Collects a planned query with its schema; with tracing on, prints its time and rows (and,
+    /// with GTM_LOOP_TRACE=plan, its executed plan) under `source`, which errors name too.
+    pub async fn collect_traced(
+        &self,
+        df: datafusion::prelude::DataFrame,
+        source: &str,
+    ) -> Result<(SchemaRef, Vec<RecordBatch>)> {
+        let span = crate::layers::trace::start(source);
+        let schema = Arc::new(df.schema().as_arrow().clone());
         let ran = |e: datafusion::error::DataFusionError| Error::Other(format!("{source} does not run: {e}"));
         let batches = if crate::layers::trace::plans() {
             let task = Arc::new(df.task_ctx());
@@ -91,7 +102,7 @@ impl LakeSession {
         if let Some(span) = span {
             span.done(&format!("{} rows", batches.iter().map(|b| b.num_rows()).sum::<usize>()));
         }
-        Ok(batches)
+        Ok((schema, batches))
     }
 
     /// Makes sure a table is computed once for the queries that follow, not at every reference.
@@ -127,6 +138,7 @@ impl LakeSession {
     pub async fn register_rows(&self, name: &str, schema: SchemaRef, batches: Vec<RecordBatch>) -> Result<()> {
         let _ = self.ctx.deregister_table(name)?;
         if !self.lake.engine.is_cluster() {
+            let batches = batches.iter().map(crate::layers::columns::compact_views).collect::<Result<Vec<_>>>()?;
             self.ctx.register_table(name, Arc::new(MemTable::try_new(schema, vec![batches])?))?;
             return Ok(());
         }

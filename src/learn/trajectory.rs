@@ -354,31 +354,26 @@ pub async fn build_slices_for(
 async fn deal_counts(session: &LakeSession, sql: &str, end: &str, last_week: i64) -> Result<Vec<DealCounts>> {
     use datafusion::arrow::array::{Array, BooleanArray, Int64Array};
     let span = crate::layers::trace::start(COUNTS_FILE);
-    let run = |e: datafusion::error::DataFusionError| Error::Other(format!("{COUNTS_FILE} does not run: {e}"));
     let all = steps(sql);
     let upto = all.iter().position(|(t, _)| t == "mart._trajectory_landmarks").ok_or_else(|| {
         Error::Other(format!("{TRAJECTORY_FILE} has no `-- @step mart._trajectory_landmarks` section"))
     })?;
     let registered = &all[..=upto];
     for (table, step) in registered {
-        let step_span = crate::layers::trace::start(format!("{TRAJECTORY_FILE} (step {table}, whole lake)"));
-        let df = session.declared(&fill_slice(step, 0, 1), &format!("{TRAJECTORY_FILE} (step {table})")).await?;
-        let schema = Arc::new(df.schema().as_arrow().clone());
-        let rows = df
-            .collect()
-            .await
-            .map_err(|e| Error::Other(format!("{TRAJECTORY_FILE} (step {table}, whole lake) does not run: {e}")))?;
-        if let Some(step_span) = step_span {
-            step_span.done(&format!("{} rows", rows.iter().map(|b| b.num_rows()).sum::<usize>()));
-        }
+        let source = format!("{TRAJECTORY_FILE} (step {table}, whole lake)");
+        let df = session.declared(&fill_slice(step, 0, 1), &source).await?;
+        let (schema, rows) = session.collect_traced(df, &source).await?;
         session.register_rows(table, schema, rows).await?;
     }
     let counts = fill_slice(&COUNTS_SQL.replace("{{end}}", end).replace("{{last_week}}", &last_week.to_string()), 0, 1);
-    let batches = session.declared(&counts, COUNTS_FILE).await?.collect().await;
+    let batches = match session.declared(&counts, COUNTS_FILE).await {
+        Ok(df) => session.collect_traced(df, &format!("{COUNTS_FILE} (the query)")).await,
+        Err(e) => Err(e),
+    };
     for (table, _) in registered {
         let _ = session.ctx.deregister_table(table.as_str())?;
     }
-    let batches = batches.map_err(run)?;
+    let (_, batches) = batches?;
     let mut out = Vec::new();
     let column = |b: &RecordBatch, name: &str| {
         b.column_by_name(name).cloned().ok_or_else(|| Error::Other(format!("{COUNTS_FILE}: no column {name}")))
