@@ -542,31 +542,97 @@ pub(crate) fn log_loss(p: &[f64], y: &[bool]) -> f64 {
         / n
 }
 
-/// Fits on the training rows, choosing alpha on the latest quarter of them (by close time).
-fn fit(rows: &[&Vec<f64>], y: &[bool], closed: &[i64]) -> Result<Fitted> {
-    let mut order: Vec<usize> = (0..rows.len()).collect();
-    order.sort_by_key(|&i| closed[i]);
-    let cut = rows.len() * 3 / 4;
-    let (early, late) = order.split_at(cut);
-    let pick = |idx: &[usize]| -> (Vec<&Vec<f64>>, Vec<bool>) {
-        (idx.iter().map(|&i| rows[i]).collect(), idx.iter().map(|&i| y[i]).collect())
-    };
-    let (xe, ye) = pick(early);
-    let (xl, yl) = pick(late);
-    let scaler_e = Scaler::fit(&xe);
-    let mut validation = Vec::new();
-    for alpha in ALPHAS {
-        if ye.iter().all(|v| *v) || ye.iter().all(|v| !*v) {
-            break;
-        }
-        let m = fit_once(&xe, &ye, alpha, &scaler_e)?;
-        let p = win_probabilities(&m, &scaler_e.matrix(&xl));
-        validation.push((alpha, log_loss(&p, &yl)));
+/// One model's training rows: features, outcomes and close times.
+struct TrainingSet<'a> {
+    rows: Vec<&'a Vec<f64>>,
+    y: &'a [bool],
+    closed: &'a [i64],
+}
+
+/// Fits each model on its training rows, choosing its alpha on the latest quarter of them (by
+/// close time). Every fit (each model's validation fits, one per alpha, then its final fit) is
+/// independent of the others and deterministic, so they are spread over the cores as a queue:
+/// the results are the same as one after the other. (Before, one thread fitted the full model's
+/// six in a row while the other finished the stage-only model's quickly and sat idle.)
+fn fit_models(sets: &[TrainingSet]) -> Result<Vec<Fitted>> {
+    struct Split<'a> {
+        early: Vec<&'a Vec<f64>>,
+        ye: Vec<bool>,
+        late: Vec<&'a Vec<f64>>,
+        yl: Vec<bool>,
+        scaler: Scaler,
     }
-    let alpha = validation.iter().min_by(|a, b| a.1.total_cmp(&b.1)).map(|v| v.0).unwrap_or(1.0);
-    let scaler = Scaler::fit(rows);
-    let model = fit_once(rows, y, alpha, &scaler)?;
-    Ok(Fitted { model, scaler, alpha, validation })
+    let splits: Vec<Split> = sets
+        .iter()
+        .map(|set| {
+            let mut order: Vec<usize> = (0..set.rows.len()).collect();
+            order.sort_by_key(|&i| set.closed[i]);
+            let (early, late) = order.split_at(set.rows.len() * 3 / 4);
+            let pick = |idx: &[usize]| -> (Vec<&Vec<f64>>, Vec<bool>) {
+                (idx.iter().map(|&i| set.rows[i]).collect(), idx.iter().map(|&i| set.y[i]).collect())
+            };
+            let ((early, ye), (late, yl)) = (pick(early), pick(late));
+            let scaler = Scaler::fit(&early);
+            Split { early, ye, late, yl, scaler }
+        })
+        .collect();
+    // A model whose earlier rows all have one outcome has no validation: alpha 1.0.
+    let jobs: Vec<(usize, f64)> = splits
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| !(s.ye.iter().all(|v| *v) || s.ye.iter().all(|v| !*v)))
+        .flat_map(|(m, _)| ALPHAS.iter().map(move |&a| (m, a)))
+        .collect();
+    let losses = in_parallel(&jobs, |&(m, alpha)| {
+        let s = &splits[m];
+        let fitted = fit_once(&s.early, &s.ye, alpha, &s.scaler)?;
+        Ok(log_loss(&win_probabilities(&fitted, &s.scaler.matrix(&s.late)), &s.yl))
+    })?;
+    let mut validation: Vec<Vec<(f64, f64)>> = vec![Vec::new(); sets.len()];
+    for (&(m, alpha), loss) in jobs.iter().zip(losses) {
+        validation[m].push((alpha, loss));
+    }
+    let alphas: Vec<f64> =
+        validation.iter().map(|v| v.iter().min_by(|a, b| a.1.total_cmp(&b.1)).map(|v| v.0).unwrap_or(1.0)).collect();
+    let models: Vec<usize> = (0..sets.len()).collect();
+    let finals = in_parallel(&models, |&m| {
+        let scaler = Scaler::fit(&sets[m].rows);
+        Ok((fit_once(&sets[m].rows, sets[m].y, alphas[m], &scaler)?, scaler))
+    })?;
+    Ok(finals
+        .into_iter()
+        .zip(alphas)
+        .zip(validation)
+        .map(|(((model, scaler), alpha), validation)| Fitted { model, scaler, alpha, validation })
+        .collect())
+}
+
+/// `f` over `items` on as many threads as there are cores (at most one per item), each taking
+/// the next item not yet taken; the results in the items' order.
+fn in_parallel<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> Result<R> + Sync) -> Result<Vec<R>> {
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(items.len()).max(1);
+    let next = AtomicUsize::new(0);
+    let results: Mutex<Vec<Option<Result<R>>>> = Mutex::new((0..items.len()).map(|_| None).collect());
+    std::thread::scope(|scope| {
+        for _ in 0..threads {
+            scope.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(item) = items.get(i) else { break };
+                    let r = f(item);
+                    results.lock().unwrap_or_else(|e| e.into_inner())[i] = Some(r);
+                }
+            });
+        }
+    });
+    results
+        .into_inner()
+        .unwrap_or_else(|e| e.into_inner())
+        .into_iter()
+        .map(|r| r.unwrap_or_else(|| Err(Error::Other("a model fit panicked".into()))))
+        .collect()
 }
 
 /// One metric of one model on the test rows.
@@ -725,15 +791,14 @@ pub async fn run_win_model(session: &LakeSession) -> Result<WinModelRun> {
     }
     let y_train: Vec<bool> = train.iter().map(|s| s.won == Some(true)).collect();
     let closed_train: Vec<i64> = train.iter().map(|s| s.closed_at.unwrap_or(0)).collect();
-    // The two models are independent: one per core.
-    let (x_full, x_stage) =
-        (train.iter().map(|s| &s.x).collect::<Vec<_>>(), train.iter().map(|s| &s.stage_x).collect::<Vec<_>>());
-    let (full, stage_only) = std::thread::scope(|scope| {
-        let stage_only = scope.spawn(|| fit(&x_stage, &y_train, &closed_train));
-        let full = fit(&x_full, &y_train, &closed_train);
-        (full, stage_only.join().map_err(|_| Error::Other("the stage-only fit panicked".into())))
-    });
-    let (full, stage_only) = (full?, stage_only??);
+    let mut fitted = fit_models(&[
+        TrainingSet { rows: train.iter().map(|s| &s.x).collect(), y: &y_train, closed: &closed_train },
+        TrainingSet { rows: train.iter().map(|s| &s.stage_x).collect(), y: &y_train, closed: &closed_train },
+    ])?
+    .into_iter();
+    let (Some(full), Some(stage_only)) = (fitted.next(), fitted.next()) else {
+        return Err(Error::Other("the win model's fits returned fewer models than asked".into()));
+    };
     let fitted_ms = started.elapsed().as_millis() as u64;
     let p_full = full.predict(&test.iter().map(|s| &s.x).collect::<Vec<_>>());
     let p_stage = stage_only.predict(&test.iter().map(|s| &s.stage_x).collect::<Vec<_>>());
