@@ -177,14 +177,15 @@ fn the_checker_catches_an_upward_import() {
     assert_eq!(unit(&paths[1]), "jobs::kpi");
 }
 
-/// Lines of a SQL text (or a TOML file holding SQL) that use COUNT(DISTINCT ...), comments aside.
-fn count_distinct_lines(text: &str) -> Vec<usize> {
+/// Lines of a SQL text (or a TOML file holding SQL) whose code, comments aside, lower-cased and
+/// without whitespace, contains `needle` (given the same way, e.g. `count(distinct`).
+fn code_lines_with(text: &str, needle: &str) -> Vec<usize> {
     text.lines()
         .enumerate()
         .filter(|(_, l)| !l.trim_start().starts_with('#'))
         .filter(|(_, l)| {
-            let code = l.split("--").next().unwrap_or("").to_ascii_lowercase().replace(' ', "");
-            code.contains("count(distinct")
+            let code: String = l.split("--").next().unwrap_or("").to_ascii_lowercase().split_whitespace().collect();
+            code.contains(needle)
         })
         .map(|(i, _)| i + 1)
         .collect()
@@ -201,16 +202,24 @@ fn declared_sql_files(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
-/// Lines of a SQL text (or a TOML file holding SQL) with a window `PARTITION BY`, comments aside.
-fn partitioned_window_lines(text: &str) -> Vec<usize> {
-    text.lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim_start().starts_with('#'))
-        .filter(|(_, l)| {
-            let code = l.split("--").next().unwrap_or("").to_ascii_lowercase();
-            code.split_whitespace().collect::<Vec<_>>().join(" ").contains("partition by")
+/// Every `file:line` of the declared SQL (sql/, data/, jobs/) whose code contains `needle`.
+fn declared_sql_lines_with(needle: &str) -> Vec<String> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files = Vec::new();
+    for dir in ["sql", "data", "jobs"] {
+        declared_sql_files(&root.join(dir), &mut files);
+    }
+    assert!(
+        files.iter().any(|f| f.ends_with("sql/risk/deal_context.sql"))
+            && files.iter().any(|f| f.ends_with("sql/marts/stage_exit.sql")),
+        "the walk found the SQL files"
+    );
+    files
+        .iter()
+        .flat_map(|f| {
+            let text = std::fs::read_to_string(f).unwrap();
+            code_lines_with(&text, needle).into_iter().map(move |l| format!("{}:{l}", f.display()))
         })
-        .map(|(i, _)| i + 1)
         .collect()
 }
 
@@ -220,19 +229,7 @@ fn partitioned_window_lines(text: &str) -> Vec<usize> {
 /// shipped SQL may partition a window.
 #[test]
 fn declared_sql_reads_rows_before_in_one_ordered_pass() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let mut files = Vec::new();
-    for dir in ["sql", "data", "jobs"] {
-        declared_sql_files(&root.join(dir), &mut files);
-    }
-    assert!(files.iter().any(|f| f.ends_with("sql/marts/stage_exit.sql")), "the walk found the SQL files");
-    let found: Vec<String> = files
-        .iter()
-        .flat_map(|f| {
-            let text = std::fs::read_to_string(f).unwrap();
-            partitioned_window_lines(&text).into_iter().map(move |l| format!("{}:{l}", f.display()))
-        })
-        .collect();
+    let found = declared_sql_lines_with("partitionby");
     assert!(
         found.is_empty(),
         "a window PARTITION BY in declared SQL (write it as one window in key order, see \"One ordered pass\" in the README):\n{}",
@@ -243,7 +240,7 @@ fn declared_sql_reads_rows_before_in_one_ordered_pass() {
 #[test]
 fn the_partitioned_window_check_reads_code_not_comments() {
     let text = "-- PARTITION BY in a comment\nSELECT LAG(x) OVER (PARTITION  BY d ORDER BY t) FROM h\n# partition by in toml\nSELECT 1\n";
-    assert_eq!(partitioned_window_lines(text), vec![2]);
+    assert_eq!(code_lines_with(text, "partitionby"), vec![2]);
 }
 
 /// DataFusion 55 runs a grouped COUNT(DISTINCT) with a hash set per group: the stakeholder count
@@ -251,19 +248,7 @@ fn the_partitioned_window_check_reads_code_not_comments() {
 /// and contact first, then by deal, took 1.1 GB and 2.5 s. No shipped SQL may bring it back.
 #[test]
 fn declared_sql_counts_distinct_values_by_grouping() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let mut files = Vec::new();
-    for dir in ["sql", "data", "jobs"] {
-        declared_sql_files(&root.join(dir), &mut files);
-    }
-    assert!(files.iter().any(|f| f.ends_with("sql/risk/deal_context.sql")), "the walk found the SQL files");
-    let found: Vec<String> = files
-        .iter()
-        .flat_map(|f| {
-            let text = std::fs::read_to_string(f).unwrap();
-            count_distinct_lines(&text).into_iter().map(move |l| format!("{}:{l}", f.display()))
-        })
-        .collect();
+    let found = declared_sql_lines_with("count(distinct");
     assert!(
         found.is_empty(),
         "COUNT(DISTINCT ...) in declared SQL (group by the counted column first, then COUNT it):\n{}",
@@ -274,5 +259,5 @@ fn declared_sql_counts_distinct_values_by_grouping() {
 #[test]
 fn the_count_distinct_check_reads_code_not_comments() {
     let text = "-- not COUNT(DISTINCT x) here\nSELECT a, count( DISTINCT b) FROM t GROUP BY a\n# COUNT(DISTINCT in toml\nSELECT 1 -- COUNT(DISTINCT\n";
-    assert_eq!(count_distinct_lines(text), vec![2]);
+    assert_eq!(code_lines_with(text, "count(distinct"), vec![2]);
 }
