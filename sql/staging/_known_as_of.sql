@@ -3,10 +3,11 @@
 --   {{conformed}}    the landed table with contract columns and types (missing optional columns NULL)
 --   {{key}}          the table's key;  {{known_filter}}  its known_at column before the as-of end
 --   {{as_of_end}}    the first instant after the as-of date (far future without --as-of)
---   {{latest}}       one row per key: the version with the highest _version_key, found by a hash
---                    aggregate (GROUP BY key, first_value(... ORDER BY _version_key DESC)), not a
---                    sort; or, where one aggregate showed every key known only once (append-only
---                    history, a lake without CDC), the versions as they are
+--   {{latest}}       one row per key: the version with the highest _version_key, found in one
+--                    ordered pass (the versions sorted by key, then _version_key descending, a row
+--                    kept where the key differs from the row before: no repartition, no per-key
+--                    state); or, where the keys' hashes showed every key known only once
+--                    (append-only history, a lake without CDC), the versions as they are
 --   {{columns}}      the table's columns, in contract order
 -- Rules (see ../../../shared/DESIGN.md, "As-of rules"):
 --   1. a row exists only if it was known (created, measured, said) before the as-of end;
