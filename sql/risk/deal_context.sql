@@ -3,10 +3,16 @@
 -- how long it has sat there, age, activity, stakeholders. {{as_of_end}} is the end of the as-of day.
 -- The stage before each history row is read in one ordered pass over the table, the row before
 -- counting only when it is the same deal's: see "One ordered pass" in the README.
-WITH h AS (
+-- Only open deals are described, so every per-deal aggregate below reads only their rows (a semi
+-- join on `open_deals` before the window and the aggregates): on a million deals a tenth are open.
+WITH open_deals AS (
+  SELECT id FROM staging.opportunity WHERE is_closed = false
+),
+h AS (
   SELECT opportunity_id, created_date, stage_name,
     CASE WHEN LAG(opportunity_id) OVER w IS NOT DISTINCT FROM opportunity_id THEN LAG(stage_name) OVER w END AS previous_stage
   FROM staging.opportunity_history
+  WHERE opportunity_id IN (SELECT id FROM open_deals)
   WINDOW w AS (ORDER BY opportunity_id, created_date, id)
 ),
 entered AS (
@@ -23,6 +29,7 @@ deal_contacts AS (
     MIN(CASE WHEN r.stakeholder_role = 'technical_buyer' THEN COALESCE(c.name, trim(COALESCE(c.first_name, '') || ' ' || COALESCE(c.last_name, ''))) END) AS technical_buyer_name
   FROM staging.opportunity_contact_role AS r
   LEFT JOIN staging.contact AS c ON c.id = r.contact_id
+  WHERE r.opportunity_id IN (SELECT id FROM open_deals)
   GROUP BY r.opportunity_id, r.contact_id
 ),
 people AS (
@@ -42,6 +49,7 @@ activity AS (
     UNION ALL
     SELECT what_id, created_date, 'meeting' FROM staging.event
   ) AS a
+  WHERE what_id IN (SELECT id FROM open_deals)
   GROUP BY what_id
 )
 SELECT
