@@ -14,8 +14,12 @@ SELECT c.opportunity_id, d.owner_id, c.from_stage, c.stage_name AS to_stage,
   CAST(c.created_date AS DATE) AS exit_day,
   CAST(date_part('epoch', c.created_date - c.from_at) AS DOUBLE) / 86400.0 AS days_in_stage,
   (t.sort_order > f.sort_order AND NOT (t.is_closed AND NOT t.is_won)) AS moved_forward
-FROM changes AS c
+-- The deals come first. The planner has no size estimate for a window's output, so the join order
+-- as written decides its plan: with the deals joined last it built one hash table on the 2.4M
+-- changes and probed it with every deal (3.0 s of CPU on a million deals); from the deals it
+-- partitions both sides by deal and joins the stage catalog onto the changes (about 0.5 s).
+FROM mart.deal AS d
+JOIN changes AS c ON c.opportunity_id = d.id
 JOIN staging.opportunity_stage AS f ON f.master_label = c.from_stage
 JOIN staging.opportunity_stage AS t ON t.master_label = c.stage_name
-JOIN mart.deal AS d ON d.id = c.opportunity_id
 WHERE c.from_stage IS NOT NULL AND c.from_stage <> c.stage_name AND NOT f.is_closed
