@@ -113,7 +113,9 @@ fn every_readme_command_runs_and_prints_figures_that_check_out() {
                 // The bench once at the smallest scale, the units DuckDB runs beside (a smoke test:
                 // its times are never asserted; BENCHMARKS.md holds the measured ones).
                 "--scales" => args.extend(
-                    ["--scales", "1500", "--unit", "staging", "--unit", "funnel"].iter().map(|a| a.to_string()),
+                    ["--scales", "1500", "--unit", "staging", "--unit", "funnel", "--unit", "funnel (sales-led)"]
+                        .iter()
+                        .map(|a| a.to_string()),
                 ),
                 "--report" => {
                     args.extend(["--report".to_string(), root.path().join(&words[i + 1]).to_string_lossy().into()])

@@ -453,6 +453,38 @@ pub async fn warm(session: &LakeSession, table: &str, columns: &[String]) -> cra
     Ok(true)
 }
 
+/// Computes each shared table that `queries` read, once, with the union of the columns they read
+/// (found in their optimised plans, which costs no execution). For a job that runs several queries
+/// one after another over the same table, each naming other columns: without this the first
+/// computes the table with its columns and the next computes it again with more (the sales-led
+/// funnel computed staging.lead twice, 4.2 s and then 7.9 s, on a million deals). A query that
+/// does not plan is left to fail where it runs, with its own message.
+pub async fn warm_for(session: &LakeSession, queries: &[String]) -> crate::error::Result<()> {
+    use datafusion::common::tree_node::TreeNodeRecursion;
+    use datafusion::logical_expr::LogicalPlan;
+    let mut used: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    for sql in queries {
+        let Ok(df) = session.ctx.sql(sql).await else { continue };
+        let Ok(plan) = df.into_optimized_plan() else { continue };
+        plan.apply_with_subqueries(|node| {
+            if let LogicalPlan::TableScan(scan) = node {
+                let cols = used.entry(scan.table_name.to_string()).or_default();
+                for f in scan.projected_schema.fields() {
+                    if !cols.contains(f.name()) {
+                        cols.push(f.name().clone());
+                    }
+                }
+            }
+            Ok(TreeNodeRecursion::Continue)
+        })?;
+    }
+    for (table, columns) in used {
+        // A table that will not compute fails again in the query that reads it, which says where.
+        let _ = warm(session, &table, &columns).await;
+    }
+    Ok(())
+}
+
 /// Computes a shared table with every column now: for a table that a job (or a cadence's steps)
 /// reads in many queries, each naming other columns, so it is computed once instead of once per new
 /// column set (the risk job computed mart.deal_context three times on a million deals, 35 s of 96).

@@ -174,6 +174,11 @@ pub async fn entity_sql(
         ctx.register_table(format!("work.{name}").as_str(), df.into_view())?;
         Ok::<String, Error>(format!("work.{name}"))
     };
+    // Every step is read in its own query below: the staged tables they share are computed once,
+    // with every column any of them reads.
+    let mut queries = vec![entities.clone()];
+    queries.extend(journey.steps.iter().map(|s| session.fill(&s.reached)));
+    crate::layers::shared::warm_for(session, &queries).await?;
     let e_table = hold(format!("{}_entities", journey.name), entities, "entities").await?;
     let mut held: Vec<Option<(String, i64)>> = Vec::new();
     let mut skipped = Vec::new();
