@@ -1,5 +1,5 @@
 //! The as-of tables computed once and shared (src/layers/shared.rs), and the version rule computed
-//! by one hash aggregate (sql/staging/_known_as_of.sql). Expected values are read off the
+//! in one ordered pass (sql/staging/_known_as_of.sql). Expected values are read off the
 //! hand-written fixtures below.
 
 mod common;
@@ -55,7 +55,7 @@ fn versions_lake() -> tempfile::TempDir {
 }
 
 #[tokio::test]
-async fn the_hash_aggregate_keeps_the_version_the_as_of_rules_name() {
+async fn the_ordered_pass_keeps_the_version_the_as_of_rules_name() {
     let dir = versions_lake();
     let lake = Lake::open(dir.path().to_str().unwrap()).unwrap();
     let sql = "SELECT id, name, _version_exact FROM known.account ORDER BY id";
@@ -69,6 +69,33 @@ async fn the_hash_aggregate_keeps_the_version_the_as_of_rules_name() {
     let got = rows(&lake, date("2024-04-30"), sql).await;
     assert_eq!(got[0], "A1|one-b|true");
     assert_eq!(got[3], "A4|four|false", "A4's only version was synced after 2024-04-30: {got:?}");
+}
+
+/// A key of two columns: a row is another key's when either column differs, and of one key's
+/// versions the latest known by the date wins (usage_daily: account and day, re-synced counts).
+#[tokio::test]
+async fn the_ordered_pass_keeps_one_version_per_key_of_two_columns() {
+    let dir = tempdir();
+    write(dir.path(), "raw/salesforce/user/users.csv", "id,name,created_date\nU1,Dana,2023-01-01 09:00:00\n");
+    write(
+        dir.path(),
+        "raw/telemetry/usage_daily/u.csv",
+        "account_id,usage_date,active_users,_fivetran_synced\n\
+         A1,2024-03-01,5,2024-03-02 01:00:00\n\
+         A1,2024-03-01,7,2024-03-05 01:00:00\n\
+         A1,2024-03-02,3,2024-03-03 01:00:00\n\
+         A2,2024-03-01,9,2024-03-02 01:00:00\n\
+         A2,2024-03-02,4,2024-03-03 01:00:00\n\
+         A2,2024-03-02,6,2024-07-01 01:00:00\n",
+    );
+    let lake = Lake::open(dir.path().to_str().unwrap()).unwrap();
+    let sql = "SELECT account_id, CAST(usage_date AS VARCHAR), active_users FROM known.usage_daily ORDER BY 1, 2";
+    let got = rows(&lake, date("2024-06-30"), sql).await;
+    // A1's first day was re-synced with 7; A2's second day was re-synced only after the date.
+    assert_eq!(got, ["A1|2024-03-01|7", "A1|2024-03-02|3", "A2|2024-03-01|9", "A2|2024-03-02|4"]);
+    // Earlier, A1's first day still had its first count: the re-sync came later.
+    let got = rows(&lake, date("2024-03-03"), sql).await;
+    assert_eq!(got, ["A1|2024-03-01|5", "A1|2024-03-02|3", "A2|2024-03-01|9", "A2|2024-03-02|4"]);
 }
 
 #[tokio::test]

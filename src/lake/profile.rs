@@ -445,7 +445,7 @@ mod tests {
         let values = inputs.iter().map(|x| format!("('{x}')")).collect::<Vec<_>>().join(", ");
         let ctx = datafusion::prelude::SessionContext::new();
         let batches = ctx
-            .sql(&format!("SELECT column1, {sql} FROM (VALUES {values}, (NULL)) AS t(kind) ORDER BY 1"))
+            .sql(&format!("SELECT kind, {sql} FROM (VALUES {values}, (NULL)) AS t(kind) ORDER BY 1"))
             .await
             .unwrap()
             .collect()
