@@ -4,20 +4,18 @@
 -- in the stage catalog. A deal with no history row known then keeps its own row's values and says
 -- so (state_from_history = false): its as-of state is a guess, not a fact. A field the lake's
 -- history does not carry at all ({{landed:...}} is false) also comes from the opportunity row.
--- The last change is found in one ordered pass: the history sorted by deal, then time and id
--- (the tie-break) latest first, a row kept where the deal differs from the row before. A hash
--- aggregate with a first_value per column did the same in 8.7 to 10.5 s on a million deals'
--- 3.4M history rows, against 3.5 to 4.2 s for this (side by side, the known table included).
+-- The last change is found by a hash aggregate per deal (first_value ordered by time, then id, as a
+-- tie-break), not by sorting every history row.
 WITH last_change AS (
-  SELECT opportunity_id, created_date, stage_name, amount, close_date, probability, forecast_category
-  FROM (
-    SELECT h.opportunity_id, h.created_date, h.stage_name, h.amount, h.close_date, h.probability,
-      h.forecast_category,
-      ROW_NUMBER() OVER w = 1 OR LAG(h.opportunity_id) OVER w IS DISTINCT FROM h.opportunity_id AS last_row
-    FROM known.opportunity_history AS h
-    WINDOW w AS (ORDER BY h.opportunity_id, h.created_date DESC, h.id DESC)
-  ) AS x
-  WHERE last_row
+  SELECT h.opportunity_id,
+    first_value(h.created_date ORDER BY h.created_date DESC, h.id DESC) AS created_date,
+    first_value(h.stage_name ORDER BY h.created_date DESC, h.id DESC) AS stage_name,
+    first_value(h.amount ORDER BY h.created_date DESC, h.id DESC) AS amount,
+    first_value(h.close_date ORDER BY h.created_date DESC, h.id DESC) AS close_date,
+    first_value(h.probability ORDER BY h.created_date DESC, h.id DESC) AS probability,
+    first_value(h.forecast_category ORDER BY h.created_date DESC, h.id DESC) AS forecast_category
+  FROM known.opportunity_history AS h
+  GROUP BY h.opportunity_id
 )
 SELECT
   o.id,
