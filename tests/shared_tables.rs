@@ -158,3 +158,34 @@ async fn a_query_needing_another_column_recomputes_with_both_and_answers_right()
         vec!["2024-01-01T09:00:00|two-dated"]
     );
 }
+
+#[tokio::test]
+async fn known_tables_are_kept_for_the_checks_and_released_between_cadence_steps() {
+    let dir = versions_lake();
+    let lake = Lake::open(dir.path().to_str().unwrap()).unwrap();
+    let session = gtm_loop::outputs::open_session(&lake, date("2024-06-30")).await.unwrap();
+    let fp = session.fingerprint;
+    use gtm_loop::layers::shared::{computed_for, is_held, release};
+    // A staging table computes the known table it reads and keeps only itself.
+    let names = session.ctx.sql("SELECT id, name FROM staging.account ORDER BY id").await.unwrap();
+    assert_eq!(names.collect().await.unwrap()[0].num_rows(), 4, "A1, A2, A3 and A5 as of 2024-06-30");
+    assert_eq!(computed_for(fp, "known.account"), 1);
+    assert!(is_held(fp, "staging.account"));
+    assert!(!is_held(fp, "known.account"), "computed only for staging.account, not kept");
+    // Read directly with every column (as the checks read it), it is computed and kept ...
+    session.ctx.sql("SELECT * FROM known.account").await.unwrap().collect().await.unwrap();
+    assert_eq!(computed_for(fp, "known.account"), 2);
+    assert!(is_held(fp, "known.account"));
+    // ... and a staging table computed afterwards with more columns is served from it.
+    session.ctx.sql("SELECT * FROM staging.account").await.unwrap().collect().await.unwrap();
+    assert_eq!(computed_for(fp, "known.account"), 2, "served, not recomputed");
+    assert!(is_held(fp, "known.account"), "held before, so kept");
+    // Between cadence steps the known layer is released, the named tables and staging kept.
+    session.ctx.sql("SELECT COUNT(*) FROM known.user").await.unwrap().collect().await.unwrap();
+    assert!(release(fp, "known.", &["known.user"]) > 0);
+    assert!(!is_held(fp, "known.account"));
+    assert!(is_held(fp, "known.user"));
+    assert!(is_held(fp, "staging.account"));
+    assert_eq!(release(fp + 1, "known.", &[]), 0, "another snapshot's tables are its own");
+    assert!(is_held(fp, "known.user"));
+}

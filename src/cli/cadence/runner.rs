@@ -355,11 +355,23 @@ async fn steps(
         let t0 = Instant::now();
         run.steps[i].started_at = log::now();
         let mut text = Vec::new();
-        if tasks_whole && step.job.reads_tasks() {
-            tasks_whole = false;
+        let warm_tasks = tasks_whole && step.job.reads_tasks();
+        if i > 0 || warm_tasks {
             let session = crate::outputs::open_session(lake, AsOf(Some(as_of))).await?;
-            if session.landed("task").is_some_and(|l| l.present()) {
-                crate::layers::shared::warm_all(&session, "staging.task").await?;
+            // The previous steps' known tables (validation holds every column of each: 2.4 GB on a
+            // million deals) are read later only to compute staging tables; one a step needs is
+            // computed again with its columns. The tasks stay until staging.task is computed from
+            // them just below (which then drops them).
+            let keep: &[&str] = if warm_tasks { &["known.task"] } else { &[] };
+            let freed = crate::layers::shared::release(session.fingerprint, "known.", keep);
+            if let Some(span) = crate::layers::trace::start("released known tables") {
+                span.done(&format!("{} MiB", freed >> 20));
+            }
+            if warm_tasks {
+                tasks_whole = false;
+                if session.landed("task").is_some_and(|l| l.present()) {
+                    crate::layers::shared::warm_all(&session, "staging.task").await?;
+                }
             }
         }
         let result = run_step(lake, step, as_of, &mut text).await;
