@@ -176,6 +176,8 @@ impl LakeSession {
             None => "DATE '2199-12-31'".into(),
         };
         let mut sql = sql.replace("{{as_of_end}}", &self.as_of.end_literal()).replace("{{as_of_date}}", &date);
+        // {{cluster}}: whether the SQL runs on a Ballista cluster (where some plan shapes differ).
+        sql = sql.replace("{{cluster}}", if self.lake.engine.is_cluster() { "TRUE" } else { "FALSE" });
         // {{landed:table.column}}: whether the lake carries that column at all.
         while let Some(start) = sql.find("{{landed:") {
             let Some(len) = sql[start..].find("}}") else { break };

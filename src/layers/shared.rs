@@ -240,7 +240,9 @@ impl TableProvider for SharedTable {
         // table is (what later queries read), and a known table is read directly only by the
         // lake's checks, which compute it themselves. Kept, the million-deal win-probability step
         // held its known contacts and contact roles (392 MB) beside their staging tables.
-        let known_before = self.key.1.starts_with("staging.").then(|| held_keys("known."));
+        let known_before = (self.key.1.starts_with("staging.")
+            && KEEP_KNOWN.load(std::sync::atomic::Ordering::Relaxed) == 0)
+            .then(|| held_keys("known."));
         let plan = self.view.scan(state, Some(&columns), &[], None).await?;
         // The rows are served under the view's logical schema, which the queries above were planned
         // against; `hold` stores each batch compactly as it arrives.
@@ -254,14 +256,7 @@ impl TableProvider for SharedTable {
         }
         self.keep(Entry { columns, schema, held, partitions, bytes, used: 0 });
         if let Some(before) = known_before {
-            let mut c = cache().lock().expect("cache lock");
-            let computed: Vec<(u64, String)> =
-                c.entries.keys().filter(|k| k.1.starts_with("known.") && !before.contains(*k)).cloned().collect();
-            for key in computed {
-                if let Some(e) = c.entries.remove(&key) {
-                    c.bytes -= e.bytes;
-                }
-            }
+            drop_known_since(&before);
         }
         match self.served(&wanted)? {
             Some(plan) => Ok(plan),
@@ -539,17 +534,39 @@ pub async fn warm_for(session: &LakeSession, queries: &[String]) -> crate::error
             Ok(TreeNodeRecursion::Continue)
         })?;
     }
+    // Several staging tables read the same known table (staging.opportunity and
+    // staging.opportunity_history both read the deal history): it is kept while they are all
+    // computed, then dropped.
+    let before = held_keys("known.");
+    KEEP_KNOWN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     for (table, columns) in used {
         // A table that will not compute fails again in the query that reads it, which says where.
         let _ = warm(session, &table, &columns).await;
     }
+    KEEP_KNOWN.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    drop_known_since(&before);
     Ok(())
 }
+
+/// While positive, known tables computed for staging tables are kept (see `warm_for`).
+static KEEP_KNOWN: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
 /// The tables of a layer (`"known."`) held now.
 fn held_keys(layer: &str) -> std::collections::HashSet<(u64, String)> {
     let c = cache().lock().expect("cache lock");
     c.entries.keys().filter(|k| k.1.starts_with(layer)).cloned().collect()
+}
+
+/// Drops the known tables computed since `before` was taken (with `held_keys("known.")`).
+fn drop_known_since(before: &std::collections::HashSet<(u64, String)>) {
+    let mut c = cache().lock().expect("cache lock");
+    let computed: Vec<(u64, String)> =
+        c.entries.keys().filter(|k| k.1.starts_with("known.") && !before.contains(*k)).cloned().collect();
+    for key in computed {
+        if let Some(e) = c.entries.remove(&key) {
+            c.bytes -= e.bytes;
+        }
+    }
 }
 
 /// Drops every held table of a layer (`"known."`) of one snapshot but those named in `keep`, and
