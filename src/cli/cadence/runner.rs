@@ -356,8 +356,18 @@ async fn steps(
         run.steps[i].started_at = log::now();
         let mut text = Vec::new();
         let warm_tasks = tasks_whole && step.job.reads_tasks();
-        if i > 0 || warm_tasks {
-            let session = crate::outputs::open_session(lake, AsOf(Some(as_of))).await?;
+        // Releasing is only memory: a lake that does not open here is left to the step, which
+        // records the failure as its own; computing the tasks whole stays as it was.
+        let session = if i > 0 || warm_tasks {
+            match crate::outputs::open_session(lake, AsOf(Some(as_of))).await {
+                Ok(session) => Some(session),
+                Err(e) if warm_tasks => return Err(e),
+                Err(_) => None,
+            }
+        } else {
+            None
+        };
+        if let Some(session) = session {
             // The previous steps' known tables (validation holds every column of each: 2.4 GB on a
             // million deals) are read later only to compute staging tables; one a step needs is
             // computed again with its columns. The tasks stay until staging.task is computed from
