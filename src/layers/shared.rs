@@ -309,10 +309,10 @@ const DICTIONARY_MIN_ROWS: usize = 200_000;
 /// Runs a shared table's plan and stores its rows compactly as they arrive, partition by
 /// partition; returns the schema they are held under and the rows.
 ///
-/// Text columns (string views) are held the way Parquet stores them: each batch's column as a
-/// dictionary of its own distinct values, where that takes less than 0.6 of the plain column, and
-/// otherwise as plain strings (see `choose`; decided once for the table, on the largest batch buffered when the first DICTIONARY_MIN_ROWS
-/// rows have arrived). A million-deal lake's 16M tasks carry five 16-character ids, each 32 bytes a
+/// Text columns are held the way Parquet stores them: each batch's column as a dictionary of its
+/// own distinct values, where that takes less than 0.6 of the plain column, and otherwise as plain
+/// strings (see `choose`; decided once for the table, on the largest batch buffered when the first
+/// DICTIONARY_MIN_ROWS rows have arrived). A million-deal lake's 16M tasks carry five 16-character ids, each 32 bytes a
 /// row as views; the owner, the deal and the contact repeat within a batch, so as dictionaries they
 /// take about 5: known.task with 13 columns went from 4,103 MiB held to 1,448, staging.task with 7
 /// from 2,753 MiB to 1,193. Each batch is stored as it arrives, so the plain table never exists as
@@ -560,7 +560,8 @@ fn held_keys(layer: &str) -> std::collections::HashSet<(u64, String)> {
     c.entries.keys().filter(|k| k.1.starts_with(layer)).cloned().collect()
 }
 
-/// Drops the known tables computed since `before` was taken (with `held_keys("known.")`).
+/// Drops the known tables computed since `before` was taken (with `held_keys("known.")`). One that
+/// another query computed meanwhile goes too: that costs a recomputation, never a wrong row.
 fn drop_known_since(before: &std::collections::HashSet<(u64, String)>) {
     let mut c = cache().lock().expect("cache lock");
     let computed: Vec<(u64, String)> =
@@ -657,7 +658,8 @@ mod tests {
             Field::new("direction", DataType::Utf8, true),
         ]));
         // Unique ids stay plain; an owner repeated within each batch (with NULLs) becomes a
-        // dictionary, and so does a plain-string column of a few values (a CASE of literals). Rows are cut into batches of 8192 over two partitions, as a plan emits them.
+        // dictionary, and so does a plain-string column of a few values (a CASE of literals). Rows
+        // are cut into batches of 8192 over two partitions, as a plan emits them.
         let ids = StringViewArray::from((0..n).map(|i| format!("00T{i:013}")).collect::<Vec<_>>());
         let owners = StringViewArray::from(
             (0..n).map(|i| (i % 11 != 0).then(|| format!("0050000000{:06}", i % 97))).collect::<Vec<_>>(),
