@@ -560,17 +560,19 @@ fn held_keys(layer: &str) -> std::collections::HashSet<(u64, String)> {
     c.entries.keys().filter(|k| k.1.starts_with(layer)).cloned().collect()
 }
 
+/// Drops the held tables whose key `gone` picks and returns the bytes freed.
+fn drop_where(gone: impl Fn(&(u64, String)) -> bool) -> usize {
+    let mut c = cache().lock().expect("cache lock");
+    let keys: Vec<(u64, String)> = c.entries.keys().filter(|k| gone(k)).cloned().collect();
+    let freed: usize = keys.iter().filter_map(|k| c.entries.remove(k)).map(|e| e.bytes).sum();
+    c.bytes -= freed;
+    freed
+}
+
 /// Drops the known tables computed since `before` was taken (with `held_keys("known.")`). One that
 /// another query computed meanwhile goes too: that costs a recomputation, never a wrong row.
 fn drop_known_since(before: &std::collections::HashSet<(u64, String)>) {
-    let mut c = cache().lock().expect("cache lock");
-    let computed: Vec<(u64, String)> =
-        c.entries.keys().filter(|k| k.1.starts_with("known.") && !before.contains(*k)).cloned().collect();
-    for key in computed {
-        if let Some(e) = c.entries.remove(&key) {
-            c.bytes -= e.bytes;
-        }
-    }
+    drop_where(|k| k.1.starts_with("known.") && !before.contains(k));
 }
 
 /// Drops every held table of a layer (`"known."`) of one snapshot but those named in `keep`, and
@@ -579,21 +581,7 @@ fn drop_known_since(before: &std::collections::HashSet<(u64, String)>) {
 /// tables computed from them, which are held themselves; one a later step needs is computed again
 /// with its columns.
 pub fn release(fingerprint: u64, layer: &str, keep: &[&str]) -> usize {
-    let mut c = cache().lock().expect("cache lock");
-    let gone: Vec<(u64, String)> = c
-        .entries
-        .keys()
-        .filter(|(f, name)| *f == fingerprint && name.starts_with(layer) && !keep.contains(&name.as_str()))
-        .cloned()
-        .collect();
-    let mut freed = 0;
-    for key in gone {
-        if let Some(e) = c.entries.remove(&key) {
-            freed += e.bytes;
-        }
-    }
-    c.bytes -= freed;
-    freed
+    drop_where(|(f, name)| *f == fingerprint && name.starts_with(layer) && !keep.contains(&name.as_str()))
 }
 
 /// Computes a shared table with every column now: for a table that a job (or a cadence's steps)
@@ -606,10 +594,8 @@ pub async fn warm_all(session: &LakeSession, table: &str) -> crate::error::Resul
     let columns: Vec<String> = provider.schema().fields().iter().map(|f| f.name().clone()).collect();
     let warmed = warm(session, table, &columns).await?;
     if let (true, Some(name)) = (warmed, table.strip_prefix("staging.")) {
-        let mut c = cache().lock().expect("cache lock");
-        if let Some(e) = c.entries.remove(&(session.fingerprint, format!("known.{name}"))) {
-            c.bytes -= e.bytes;
-        }
+        let known = (session.fingerprint, format!("known.{name}"));
+        drop_where(|k| *k == known);
     }
     Ok(warmed)
 }
