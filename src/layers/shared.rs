@@ -252,7 +252,28 @@ impl TableProvider for SharedTable {
         let bytes = held_bytes(&partitions);
         if let Some(span) = span {
             let rows: usize = partitions.iter().flatten().map(|b| b.num_rows()).sum();
-            span.done(&format!("{} columns, {rows} rows, {} MiB held", columns.len(), bytes >> 20));
+            // The columns that take the most, for tables worth looking at.
+            let mut largest = String::new();
+            if bytes >= 64 << 20 {
+                let mut each: Vec<(usize, &str)> = (0..held.fields().len())
+                    .map(|i| {
+                        let one: Vec<Vec<RecordBatch>> = partitions
+                            .iter()
+                            .map(|p| p.iter().map(|b| b.project(&[i]).expect("a held column")).collect())
+                            .collect();
+                        (held_bytes(&one), held.field(i).name().as_str())
+                    })
+                    .collect();
+                each.sort_unstable_by(|a, b| b.cmp(a));
+                let top: Vec<String> = each.iter().take(6).map(|(b, n)| format!("{n} {}", b >> 20)).collect();
+                largest = format!(" ({})", top.join(", "));
+            }
+            let batches: usize = partitions.iter().map(|p| p.len()).sum();
+            span.done(&format!(
+                "{} columns, {rows} rows in {batches} batches, {} MiB held{largest}",
+                columns.len(),
+                bytes >> 20
+            ));
         }
         self.keep(Entry { columns, schema, held, partitions, bytes, used: 0 });
         if let Some(before) = known_before {
@@ -306,6 +327,16 @@ fn serve(
 /// every scan.
 const DICTIONARY_MIN_ROWS: usize = 200_000;
 
+/// Held batches gather at least half this many rows (one default DataFusion batch); a batch that
+/// has them is held as it came (copying a filter's 7k-row batches cost a second on 16M tasks).
+/// Each held batch carries its own dictionaries and pays a per-batch cost at every scan, so a plan
+/// that emits small batches (an early as-of date leaves few rows of each file) would otherwise be
+/// held as many small dictionaries.
+const HELD_BATCH_ROWS: usize = 8192;
+
+/// The most rows a held batch has: its dictionaries' keys are 16-bit (`dictionary_type`).
+const HELD_BATCH_MAX: usize = i16::MAX as usize;
+
 /// Runs a shared table's plan and stores its rows compactly as they arrive, partition by
 /// partition; returns the schema they are held under and the rows.
 ///
@@ -344,30 +375,77 @@ async fn hold(
         rows: AtomicUsize,
         held: OnceLock<SchemaRef>,
     }
+    /// One partition's rows on their way in: small batches gathered into batches of at least half
+    /// HELD_BATCH_ROWS, then stored as held once the choice is made.
+    struct Partition {
+        choice: Arc<Choice>,
+        schema: SchemaRef,
+        pending: Vec<RecordBatch>,
+        pending_rows: usize,
+        /// Batches from `stored` on are as computed, waiting for the choice.
+        batches: Vec<RecordBatch>,
+        stored: usize,
+    }
+    impl Partition {
+        fn push(&mut self, batch: RecordBatch) -> datafusion::error::Result<()> {
+            if batch.num_rows() > 0 {
+                self.pending_rows += batch.num_rows();
+                self.pending.push(conform(batch, &self.schema)?);
+            }
+            if self.pending_rows >= HELD_BATCH_ROWS / 2 { self.flush() } else { Ok(()) }
+        }
+        fn flush(&mut self) -> datafusion::error::Result<()> {
+            let pending = std::mem::take(&mut self.pending);
+            self.pending_rows = 0;
+            let batch = match pending.len() {
+                0 => return Ok(()),
+                1 => pending.into_iter().next().expect("one batch"),
+                _ => datafusion::arrow::compute::concat_batches(&self.schema, &pending)?,
+            };
+            // Dictionary keys are 16-bit (see `dictionary_type`): a larger batch is held in pieces.
+            let mut at = 0;
+            while at < batch.num_rows() {
+                let len = if batch.num_rows() <= HELD_BATCH_MAX { batch.num_rows() } else { HELD_BATCH_ROWS };
+                let len = len.min(batch.num_rows() - at);
+                self.keep(if at == 0 && len == batch.num_rows() { batch.clone() } else { batch.slice(at, len) })?;
+                at += len;
+            }
+            Ok(())
+        }
+        fn keep(&mut self, batch: RecordBatch) -> datafusion::error::Result<()> {
+            let rows = self.choice.rows.fetch_add(batch.num_rows(), Ordering::Relaxed) + batch.num_rows();
+            self.batches.push(batch);
+            if self.choice.held.get().is_none() && rows >= DICTIONARY_MIN_ROWS {
+                let sample = self.batches[self.stored..].iter().max_by_key(|b| b.num_rows()).expect("a batch");
+                let _ = self.choice.held.set(choose(&self.schema, sample)?);
+            }
+            if let Some(held) = self.choice.held.get() {
+                for batch in &mut self.batches[self.stored..] {
+                    *batch = convert(batch, held)?;
+                }
+                self.stored = self.batches.len();
+            }
+            Ok(())
+        }
+    }
     let choice = Arc::new(Choice::default());
     let mut running = tokio::task::JoinSet::new();
     for partition in 0..plan.properties().output_partitioning().partition_count() {
         let mut stream = plan.execute(partition, ctx.clone())?;
-        let (choice, schema) = (choice.clone(), schema.clone());
+        let mut part = Partition {
+            choice: choice.clone(),
+            schema: schema.clone(),
+            pending: Vec::new(),
+            pending_rows: 0,
+            batches: Vec::new(),
+            stored: 0,
+        };
         running.spawn(async move {
-            // Batches from `stored` on are as computed, waiting for the choice.
-            let (mut batches, mut stored) = (Vec::new(), 0);
             while let Some(batch) = stream.next().await {
-                let batch = conform(batch?, &schema)?;
-                let rows = choice.rows.fetch_add(batch.num_rows(), Ordering::Relaxed) + batch.num_rows();
-                batches.push(batch);
-                if choice.held.get().is_none() && rows >= DICTIONARY_MIN_ROWS {
-                    let sample = batches[stored..].iter().max_by_key(|b| b.num_rows()).expect("a batch");
-                    let _ = choice.held.set(choose(&schema, sample)?);
-                }
-                if let Some(held) = choice.held.get() {
-                    for batch in &mut batches[stored..] {
-                        *batch = convert(batch, held)?;
-                    }
-                    stored = batches.len();
-                }
+                part.push(batch?)?;
             }
-            Ok::<_, DataFusionError>((partition, batches, stored))
+            part.flush()?;
+            Ok::<_, DataFusionError>((partition, part.batches, part.stored))
         });
     }
     let mut partitions = Vec::new();
@@ -411,9 +489,12 @@ fn conform(batch: RecordBatch, schema: &SchemaRef) -> datafusion::error::Result<
     Ok(RecordBatch::try_new_with_options(schema.clone(), columns, &options)?)
 }
 
+/// Each held batch's own dictionary, with 16-bit keys: a batch has at most HELD_BATCH_MAX rows,
+/// so no more distinct values; 32-bit keys took 4 bytes a row where 2 do (16M tasks: 32 MiB a
+/// column saved, and a mostly empty column such as a task's call type becomes worth encoding).
 fn dictionary_type() -> datafusion::arrow::datatypes::DataType {
     use datafusion::arrow::datatypes::DataType;
-    DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8))
+    DataType::Dictionary(Box::new(DataType::Int16), Box::new(DataType::Utf8))
 }
 
 /// How a table's text columns are held, judged on one batch: as dictionaries where that takes
@@ -458,13 +539,29 @@ fn convert(batch: &RecordBatch, held: &SchemaRef) -> datafusion::error::Result<R
                 match c.data_type() {
                     DataType::Utf8View => Arc::new(c.as_string_view().gc()) as ArrayRef,
                     DataType::BinaryView => Arc::new(c.as_binary_view().gc()) as ArrayRef,
-                    _ => c.clone(),
+                    _ => compacted(c)?,
                 }
             })
         })
         .collect::<datafusion::error::Result<_>>()?;
     let options = RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
     Ok(RecordBatch::try_new_with_options(held.clone(), columns, &options)?)
+}
+
+/// A column whose buffers are more than twice what its rows need, copied into buffers of its own.
+/// A plan's output can point into larger allocations than its rows: mart.stage_exit's boolean
+/// column held 95 MiB for 2.4M rows (0.3 MiB of bits), 320 KiB an 8k-row batch.
+fn compacted(
+    column: &datafusion::arrow::array::ArrayRef,
+) -> datafusion::error::Result<datafusion::arrow::array::ArrayRef> {
+    use datafusion::arrow::array::{Array, MutableArrayData, make_array};
+    let data = column.to_data();
+    if column.get_buffer_memory_size() <= 2 * data.get_slice_memory_size()? + 4096 {
+        return Ok(column.clone());
+    }
+    let mut copy = MutableArrayData::new(vec![&data], false, data.len());
+    copy.try_extend(0, 0, data.len())?;
+    Ok(make_array(copy.freeze()))
 }
 
 /// The memory a table's batches keep alive, each underlying allocation counted once. A batch's
