@@ -304,3 +304,20 @@ fn two_runs_at_once_the_second_is_refused_with_the_holder() {
     assert!(!lock.exists());
     ok(&lake, &["run", "monthly", "--as-of", "2026-06-30"]);
 }
+
+/// The weekly computes the tasks once, with the columns its steps list (StepJob::task_columns),
+/// and drops those no later step reads between steps: a step reading a column its list lacks
+/// would make it compute them a second time, which this catches.
+#[test]
+fn the_weekly_computes_the_tasks_once_and_narrows_them_between_steps() {
+    let root = tempdir();
+    let lake = small_lake(root.path());
+    let r = run_env(&lake, &["run", "weekly", "--as-of", "2026-07-26"], &[("GTM_LOOP_TRACE", "1")]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stderr, r.stdout);
+    let computed: Vec<&str> = r.stderr.lines().filter(|l| l.contains("  shared staging.task  ")).collect();
+    assert_eq!(computed.len(), 1, "staging.task computed {} times:\n{}", computed.len(), computed.join("\n"));
+    // With the actions step's columns (the task ids and subjects among them), not every column.
+    assert!(computed[0].contains("  9 columns, "), "{}", computed[0]);
+    let narrowed: Vec<&str> = r.stderr.lines().filter(|l| l.contains("narrowed staging.task")).collect();
+    assert!(!narrowed.is_empty(), "the task ids and subjects were kept after the actions step:\n{}", r.stderr);
+}

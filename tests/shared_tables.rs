@@ -189,3 +189,27 @@ async fn known_tables_are_kept_for_the_checks_and_released_between_cadence_steps
     assert_eq!(release(fp + 1, "known.", &[]), 0, "another snapshot's tables are its own");
     assert!(is_held(fp, "known.user"));
 }
+
+#[tokio::test]
+async fn a_narrowed_table_serves_its_kept_columns_and_recomputes_for_a_dropped_one() {
+    let dir = versions_lake();
+    let lake = Lake::open(dir.path().to_str().unwrap()).unwrap();
+    let as_of = date("2024-06-30");
+    let session = gtm_loop::outputs::open_session(&lake, as_of).await.unwrap();
+    let fp = session.fingerprint;
+    use gtm_loop::layers::shared::{computed_for, narrow};
+    let all = "SELECT id, name, CAST(created_date AS VARCHAR) FROM staging.account ORDER BY id";
+    let before = rows(&lake, as_of, all).await;
+    assert_eq!(computed_for(fp, "staging.account"), 1);
+    assert!(narrow(fp, "staging.account", &["id", "name"]).unwrap() > 0, "the dates freed");
+    assert_eq!(narrow(fp, "staging.account", &["id", "name"]).unwrap(), 0, "nothing more to drop");
+    assert_eq!(narrow(fp + 1, "staging.account", &["id"]).unwrap(), 0, "another snapshot's tables are its own");
+    // The kept columns are served as they were, without computing again ...
+    let names = rows(&lake, as_of, "SELECT id, name FROM staging.account ORDER BY id").await;
+    let expected: Vec<String> = before.iter().map(|r| r.rsplit_once('|').unwrap().0.to_string()).collect();
+    assert_eq!(names, expected);
+    assert_eq!(computed_for(fp, "staging.account"), 1, "served, not recomputed");
+    // ... and a dropped one is computed again, with the same answer.
+    assert_eq!(rows(&lake, as_of, all).await, before);
+    assert_eq!(computed_for(fp, "staging.account"), 2);
+}

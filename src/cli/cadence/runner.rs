@@ -377,10 +377,24 @@ async fn steps(
             if let Some(span) = crate::layers::trace::start("released known tables") {
                 span.done(&format!("{} MiB", freed >> 20));
             }
+            // The tasks with the columns this step and the later ones read (all, when one of them
+            // does not list its columns); later, only those the steps still to come read.
+            let columns = task_columns(&spec.steps[i..]);
             if warm_tasks {
                 tasks_whole = false;
                 if session.landed("task").is_some_and(|l| l.present()) {
-                    crate::layers::shared::warm_all(&session, "staging.task").await?;
+                    crate::layers::shared::warm_with(&session, "staging.task", columns.as_deref()).await?;
+                }
+            } else if i > 0 {
+                let freed = match columns {
+                    Some(columns) if columns.is_empty() => {
+                        crate::layers::shared::release(session.fingerprint, "staging.task", &[])
+                    }
+                    Some(columns) => crate::layers::shared::narrow(session.fingerprint, "staging.task", &columns)?,
+                    None => 0,
+                };
+                if let (Some(span), true) = (crate::layers::trace::start("narrowed staging.task"), freed > 0) {
+                    span.done(&format!("{} MiB freed", freed >> 20));
                 }
             }
         }
@@ -543,4 +557,16 @@ async fn run_step(lake: &Lake, step: &Step, as_of: NaiveDate, out: &mut dyn Writ
             Ok(())
         }
     }
+}
+
+/// The staging.task columns the steps read: None when one that reads tasks does not list them,
+/// empty when none reads tasks.
+fn task_columns(steps: &[super::spec::Step]) -> Option<Vec<&'static str>> {
+    let mut columns: Vec<&'static str> = Vec::new();
+    for step in steps.iter().filter(|s| s.job.reads_tasks()) {
+        columns.extend(step.job.task_columns()?);
+    }
+    columns.sort_unstable();
+    columns.dedup();
+    Some(columns)
 }

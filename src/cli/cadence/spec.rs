@@ -65,6 +65,23 @@ impl StepJob {
         )
     }
 
+    /// The staging.task columns the job reads, where they are listed (None: any of them). A
+    /// cadence computes the tasks once with the columns its steps read and drops, between steps,
+    /// those no later step reads; a column missing here costs a recomputation of the tasks, which
+    /// tests/cadence.rs catches (the weekly computes them once).
+    pub fn task_columns(self) -> Option<&'static [&'static str]> {
+        match self {
+            // Tasks logged on flagged deals after the flag, as actions taken (jobs/risk/action.rs).
+            StepJob::Actions => Some(&["id", "what_id", "created_date", "subject", "type", "owner_id", "direction"]),
+            // sql/risk/*.sql (deal_context, champion_going_dark, no_stakeholder_response,
+            // technical_incompatibility) and sql/learn/momentum.sql.
+            StepJob::Risk => Some(&["what_id", "who_id", "account_id", "created_date", "direction"]),
+            // The trajectory's task steps (sql/learn/deal_trajectory.sql).
+            StepJob::WinProbability => Some(&["what_id", "who_id", "created_date", "direction"]),
+            _ => None,
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             StepJob::Validate => "validate",
