@@ -328,10 +328,11 @@ fn serve(
 const DICTIONARY_MIN_ROWS: usize = 200_000;
 
 /// Held batches gather at least half this many rows (one default DataFusion batch); a batch that
-/// has them is held as it came (copying a filter's 7k-row batches cost a second on 16M tasks).
-/// Each held batch carries its own dictionaries and pays a per-batch cost at every scan, so a plan
-/// that emits small batches (an early as-of date leaves few rows of each file) would otherwise be
-/// held as many small dictionaries.
+/// has them is held as it came (copying every 7k-row batch of known.task's filter made computing
+/// staging.task take 4.6 s instead of 2.9 on a million deals). Each held batch carries its own
+/// dictionaries and pays a per-batch cost at every scan; DataFusion's filters already emit full
+/// batches (known.task at 30% selectivity: 8k rows a batch), so this only guards plans whose
+/// operators do not.
 const HELD_BATCH_ROWS: usize = 8192;
 
 /// The most rows a held batch has: its dictionaries' keys are 16-bit (`dictionary_type`).
