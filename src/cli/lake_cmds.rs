@@ -27,7 +27,7 @@ pub async fn validate(lake: &Lake, as_of: Option<NaiveDate>, out: &mut dyn Write
 
 /// Validates in an open session and prints the findings and the published run.
 pub async fn validate_in(session: &crate::layers::LakeSession, out: &mut dyn Write) -> Result<()> {
-    let report = crate::quality::run(session).await?;
+    let report = crate::quality::run(session, &[]).await?;
     writeln!(out, "lake profile: {}", session.profile.source)?;
     write!(out, "{}", crate::quality::summary(&report.findings))?;
     writeln!(out, "published run {} (output.data_quality, as of {})", report.manifest.run_id, report.manifest.as_of)?;

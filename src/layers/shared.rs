@@ -682,6 +682,11 @@ pub fn release(fingerprint: u64, layer: &str, keep: &[&str]) -> usize {
     drop_where(|(f, name)| *f == fingerprint && name.starts_with(layer) && !keep.contains(&name.as_str()))
 }
 
+/// Drops one held table of one snapshot and returns the bytes freed.
+pub fn drop_table(fingerprint: u64, table: &str) -> usize {
+    drop_where(|(f, name)| *f == fingerprint && name == table)
+}
+
 /// Keeps only the named columns of one held table (those a cadence's later steps read) and returns
 /// the bytes freed; nothing is recomputed. A query that names another column later computes the
 /// table again, with that column: slower, never wrong. On a million deals the weekly's risk and

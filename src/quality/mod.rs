@@ -110,14 +110,17 @@ pub struct Report {
 }
 
 /// Validates the lake: stops on contract problems, otherwise runs every data-quality check and
-/// publishes the findings as `output.data_quality` for the run's as-of date.
-pub async fn run(session: &LakeSession) -> Result<Report> {
+/// publishes the findings as `output.data_quality` for the run's as-of date. `keep` names the
+/// tables whose known rows stay held after their checks, with the columns their staging table
+/// reads (a cadence's later steps compute staging.task from them); every other table's are
+/// dropped once checked.
+pub async fn run(session: &LakeSession, keep: &[&str]) -> Result<Report> {
     let problems = session.contract_problems();
     if !problems.is_empty() {
         return Err(Error::Contract { lake: session.lake.location.clone(), problems });
     }
     let started = Instant::now();
-    let findings = check_all(session).await?;
+    let findings = check_all(session, keep).await?;
     let mut run = RunWriter::begin(&session.lake, "validate", session.as_of);
     run.record_inputs(session);
     run.timing("checks", started.elapsed().as_millis() as u64);
@@ -158,8 +161,10 @@ impl TableCheck<'_> {
     }
 }
 
-/// Every check over every contract table, in contract order.
-pub async fn check_all(session: &LakeSession) -> Result<Vec<Finding>> {
+/// Every check over every contract table, in contract order. A table's known rows are held for its
+/// checks and dropped after them, unless `keep` names it (see `run`): held until the end, every
+/// table's took 2.8 GiB on a million deals, and the next cadence step dropped them unread.
+pub async fn check_all(session: &LakeSession, keep: &[&str]) -> Result<Vec<Finding>> {
     let contract = Contract::builtin();
     let catalog = session.ctx.catalog("datafusion").ok_or_else(|| Error::Other("no default catalog".into()))?;
     if catalog.schema("validate_cache").is_none() {
@@ -177,7 +182,8 @@ pub async fn check_all(session: &LakeSession) -> Result<Vec<Finding>> {
             continue;
         }
         out.extend(landing::ignored_files(table, landed));
-        let known = match cache_known(session, table).await {
+        let kept = keep.contains(&table.name.as_str());
+        let known = match cache_known(session, table, kept).await {
             Ok(k) => k,
             Err(e) => {
                 // Name the file: a table that will not read is a contract problem of one of its files.
@@ -227,6 +233,10 @@ pub async fn check_all(session: &LakeSession) -> Result<Vec<Finding>> {
             span.done(&format!("{} findings", out.len() - found));
         }
         session.ctx.deregister_table(format!("validate_cache.{}", table.name))?;
+        if !kept {
+            // A later table's reference check that reads these keys computes them again, alone.
+            crate::layers::shared::drop_table(session.fingerprint, &format!("known.{}", table.name));
+        }
     }
     out.extend(concepts::declared_stages(session));
     progress.finish_and_clear();
@@ -241,7 +251,7 @@ fn key_expr(key: &[String], name: impl Fn(&str) -> String) -> String {
 /// Every check below reads this table's known rows: compute the as-of view (a window over all
 /// versions) once, hold it in memory for this table's checks, then drop it. Only the columns
 /// some check reads are held (all of them where row rules need them).
-async fn cache_known(session: &LakeSession, table: &Table) -> Result<String> {
+async fn cache_known(session: &LakeSession, table: &Table, kept: bool) -> Result<String> {
     let mut checked: Vec<String> = table
         .columns
         .iter()
@@ -263,14 +273,14 @@ async fn cache_known(session: &LakeSession, table: &Table) -> Result<String> {
     // A rule column that a check reads too is held once.
     let mut seen = std::collections::HashSet::new();
     checked.retain(|c| seen.insert(c.clone()));
-    // The shared as-of table: computed once with every column a check reads, and kept for the
-    // jobs after validate (a cadence run's funnels and risk read the same known rows). With it the
-    // columns its staging table passes on by name, so computing staging later reads these rows
-    // instead of computing the known table again for them (16M tasks: 10 s at a million deals).
+    // The shared as-of table: computed once with every column a check reads. One that is kept
+    // for the steps after validate (see `run`) has the columns its staging table passes on by
+    // name too, so computing staging later reads these rows instead of computing the known table
+    // again for them (16M tasks: 10 s at a million deals).
     let known = format!("known.{}", table.name);
     // (`warm` keeps the names the known table has: a column staging computes is not among them.)
     let mut wanted = checked.clone();
-    if let Ok(staging) = session.ctx.table_provider(format!("staging.{}", table.name).as_str()).await {
+    if let (true, Ok(staging)) = (kept, session.ctx.table_provider(format!("staging.{}", table.name).as_str()).await) {
         wanted.extend(staging.schema().fields().iter().map(|f| quote(f.name())));
     }
     if crate::layers::shared::warm(session, &known, &wanted).await? {

@@ -398,7 +398,9 @@ async fn steps(
                 }
             }
         }
-        let result = run_step(lake, step, as_of, &mut text).await;
+        // Validation keeps the known tasks for the step that computes staging.task from them.
+        let keep_known: &[&str] = if tasks_whole { &["task"] } else { &[] };
+        let result = run_step(lake, step, as_of, keep_known, &mut text).await;
         if !events.json {
             events.out.write_all(&text)?;
         }
@@ -486,11 +488,11 @@ fn inputs(session: &crate::layers::LakeSession) -> Vec<InputFile> {
     out
 }
 
-async fn run_step(lake: &Lake, step: &Step, as_of: NaiveDate, out: &mut dyn Write) -> Result<()> {
+async fn run_step(lake: &Lake, step: &Step, as_of: NaiveDate, keep_known: &[&str], out: &mut dyn Write) -> Result<()> {
     match step.job {
         StepJob::Validate => {
             let session = crate::outputs::open_session(lake, AsOf(Some(as_of))).await?;
-            let report = crate::quality::run(&session).await?;
+            let report = crate::quality::run(&session, keep_known).await?;
             write!(out, "{}", crate::quality::summary(&report.findings))?;
             let errors: Vec<&crate::quality::Finding> =
                 report.findings.iter().filter(|f| f.severity == crate::quality::Severity::Error).collect();
