@@ -11,11 +11,11 @@ fn main() -> std::process::ExitCode {
 }
 
 /// Turns transparent huge pages off for this process (Linux), unless MIMALLOC_ALLOW_THP says
-/// otherwise. Where the kernel's setting is `always`, the allocator's freed 64 KiB runs are
-/// folded back into resident 2 MiB pages: a weekly cadence on a million deals peaked at 6.4 GiB
-/// resident holding 3.3 GiB of live allocations, and at 5.4 GiB with THP off, in less system
-/// time (the numbers are in BENCHMARKS.md). The same as `MIMALLOC_ALLOW_THP=0`, which the
-/// allocator reads before `main` runs.
+/// otherwise. Where the kernel's setting is `always`, memory the allocator frees in 64 KiB runs
+/// stayed resident in 2 MiB pages: a weekly cadence on a million deals peaked at 6.5 GiB resident
+/// holding 3.3 GiB of live allocations, and 0.7 GiB lower with THP off, in half the system time
+/// (BENCHMARKS.md, "a ninth time"). The same as `MIMALLOC_ALLOW_THP=0`, which the allocator reads
+/// before `main` runs.
 fn no_transparent_huge_pages() {
     #[cfg(target_os = "linux")]
     if std::env::var_os("MIMALLOC_ALLOW_THP").is_none() {

@@ -125,7 +125,8 @@ GROUP BY opportunity_id, known_before
 -- @step mart._trajectory_meetings
 -- Per landmark and title first, then per landmark: a grouped array_agg(DISTINCT ...) keeps a
 -- hash set per group, two hash aggregates do not (at 100k deals this step took 6.4 s of the
--- trajectory's 20). The titles are sorted, so the same meetings give the same text.
+-- trajectory's 20). The titles are sorted, so the same meetings give the same text. The contact
+-- met is looked up once for the whole lake (sql/marts/meeting.sql), not once per slice.
 WITH stage_meta AS (SELECT * FROM mart._trajectory_stage_meta),
 hist AS (SELECT * FROM mart._trajectory_hist),
 closes AS (SELECT * FROM mart._trajectory_closes),
@@ -134,13 +135,12 @@ SELECT opportunity_id, known_before, SUM(meetings) AS meetings, SUM(meetings_28d
   MAX(discovery_meeting) AS discovery_meeting,
   array_to_string(array_sort(array_agg(title)), '|') AS met_titles
 FROM (
-  SELECT l.opportunity_id, l.known_before, lower(trim(c.title)) AS title, COUNT(*) AS meetings,
+  SELECT l.opportunity_id, l.known_before, e.title, COUNT(*) AS meetings,
     SUM(CASE WHEN e.created_date >= l.known_before - INTERVAL '28 days' THEN 1 ELSE 0 END) AS meetings_28d,
     MAX(CASE WHEN e.meeting_kind = 'discovery' THEN 1 ELSE 0 END) AS discovery_meeting
   FROM landmarks AS l
-  JOIN (SELECT * FROM staging.event WHERE {{deals:what_id}}) AS e ON e.what_id = l.opportunity_id AND e.created_date < l.known_before
-  LEFT JOIN staging.contact AS c ON c.id = e.who_id
-  GROUP BY l.opportunity_id, l.known_before, lower(trim(c.title))
+  JOIN (SELECT * FROM mart.meeting WHERE {{deals:what_id}}) AS e ON e.what_id = l.opportunity_id AND e.created_date < l.known_before
+  GROUP BY l.opportunity_id, l.known_before, e.title
 ) AS per_title
 GROUP BY opportunity_id, known_before
 -- @step mart._trajectory_tasks

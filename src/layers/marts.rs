@@ -12,6 +12,7 @@ pub const MART_SQL: &[(&str, &str, &str)] = &[
     ("activity", "sql/marts/activity.sql", repo_file!("sql/marts/activity.sql")),
     ("deal_state", "sql/marts/deal_state.sql", repo_file!("sql/marts/deal_state.sql")),
     ("deal_context", "sql/risk/deal_context.sql", repo_file!("sql/risk/deal_context.sql")),
+    ("meeting", "sql/marts/meeting.sql", repo_file!("sql/marts/meeting.sql")),
 ];
 
 /// Registers `mart.<table>` for every mart, in dependency order (after staging).

@@ -187,13 +187,12 @@ pub async fn week_days(session: &LakeSession, as_of: NaiveDate) -> Result<Vec<Na
 /// The staged tables the trajectory reads. Each is an as-of view (a window over every CDC
 /// version of the table): read in several joins of every slice, it would be recomputed each time,
 /// which made 100k-deal lakes run for hours. They are computed once per run instead.
-pub const INPUTS: [&str; 9] = [
+pub const INPUTS: [&str; 8] = [
     "staging.opportunity_history",
     "staging.opportunity",
     "staging.opportunity_stage",
     "staging.opportunity_contact_role",
-    "staging.event",
-    "staging.contact",
+    "mart.meeting",
     "staging.task",
     "staging.tracker_mention",
     "mart.deal",
@@ -460,7 +459,7 @@ const SLICED_INPUTS: [(&str, &str); 7] = [
     ("staging.opportunity_history", "opportunity_id"),
     ("staging.opportunity", "id"),
     ("staging.opportunity_contact_role", "opportunity_id"),
-    ("staging.event", "what_id"),
+    ("mart.meeting", "what_id"),
     ("staging.task", "what_id"),
     ("staging.tracker_mention", "opportunity_id"),
     ("mart.deal", "id"),
