@@ -557,7 +557,9 @@ fn compacted(
 ) -> datafusion::error::Result<datafusion::arrow::array::ArrayRef> {
     use datafusion::arrow::array::{Array, MutableArrayData, make_array};
     let data = column.to_data();
-    if column.get_buffer_memory_size() <= 2 * data.get_slice_memory_size()? + 4096 {
+    // A type whose slice size arrow does not compute is held as computed.
+    let Ok(needed) = data.get_slice_memory_size() else { return Ok(column.clone()) };
+    if column.get_buffer_memory_size() <= 2 * needed + 4096 {
         return Ok(column.clone());
     }
     let mut copy = MutableArrayData::new(vec![&data], false, data.len());
@@ -749,6 +751,21 @@ mod tests {
     use super::*;
     use datafusion::arrow::array::{Int64Array, StringArray};
     use datafusion::arrow::datatypes::{DataType, Field, Schema};
+
+    #[test]
+    fn a_column_pointing_into_a_larger_buffer_is_copied_and_a_tight_one_kept() {
+        use datafusion::arrow::array::{Array, ArrayRef, BooleanArray};
+        let n = 1_000_000;
+        let big: ArrayRef = Arc::new(BooleanArray::from((0..n).map(|i| i % 3 == 0).collect::<Vec<_>>()));
+        let slice = big.slice(8_192, 8_192);
+        let copied = compacted(&slice).unwrap();
+        assert_eq!(copied.as_ref(), slice.as_ref(), "the same values");
+        assert!(slice.get_buffer_memory_size() > 100_000, "the slice keeps the whole bitmap alive");
+        assert!(copied.get_buffer_memory_size() < 4_096, "{} bytes", copied.get_buffer_memory_size());
+        let tight: ArrayRef = Arc::new(BooleanArray::from(vec![true, false, true]));
+        let kept = compacted(&tight).unwrap();
+        assert_eq!(kept.to_data().buffers()[0].as_ptr(), tight.to_data().buffers()[0].as_ptr(), "not copied");
+    }
 
     #[test]
     fn slices_of_one_buffer_count_once() {
