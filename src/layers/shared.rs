@@ -404,12 +404,9 @@ async fn hold(
                 _ => datafusion::arrow::compute::concat_batches(&self.schema, &pending)?,
             };
             // Dictionary keys are 16-bit (see `dictionary_type`): a larger batch is held in pieces.
-            let mut at = 0;
-            while at < batch.num_rows() {
-                let len = if batch.num_rows() <= HELD_BATCH_MAX { batch.num_rows() } else { HELD_BATCH_ROWS };
-                let len = len.min(batch.num_rows() - at);
-                self.keep(if at == 0 && len == batch.num_rows() { batch.clone() } else { batch.slice(at, len) })?;
-                at += len;
+            let piece = if batch.num_rows() <= HELD_BATCH_MAX { batch.num_rows() } else { HELD_BATCH_ROWS };
+            for at in (0..batch.num_rows()).step_by(piece.max(1)) {
+                self.keep(batch.slice(at, piece.min(batch.num_rows() - at)))?;
             }
             Ok(())
         }
@@ -842,6 +839,19 @@ mod tests {
         let few = MemorySourceConfig::try_new_exec(&[batches[..3].to_vec()], schema.clone(), None).unwrap();
         let (few_held, _) = hold(few, ctx.task_ctx(), schema.clone()).await.unwrap();
         assert_eq!(few_held, schema);
+        // One batch larger than a 16-bit key can index is held in pieces, and served back the same.
+        let one = MemorySourceConfig::try_new_exec(&[vec![whole.clone()]], schema.clone(), None).unwrap();
+        let (one_held, one_parts) = hold(one, ctx.task_ctx(), schema.clone()).await.unwrap();
+        assert_eq!(one_held, held);
+        assert_eq!(
+            held.field(1).data_type(),
+            &DataType::Dictionary(Box::new(DataType::Int16), Box::new(DataType::Utf8))
+        );
+        assert_eq!(one_parts[0].iter().map(|b| b.num_rows()).max(), Some(8192));
+        assert_eq!(one_parts[0].iter().map(|b| b.num_rows()).sum::<usize>(), n);
+        let plan = serve(&one_parts, &schema, &one_held, vec![0, 1, 2, 3]).unwrap();
+        let out = datafusion::physical_plan::collect(plan, ctx.task_ctx()).await.unwrap();
+        assert_eq!(datafusion::arrow::compute::concat_batches(&schema, &out).unwrap(), whole);
         // Served with every projection, the rows and types are the computed ones.
         for projection in [vec![0, 1, 2, 3], vec![1], vec![3, 2, 1]] {
             let plan = serve(&partitions, &schema, &held, projection.clone()).unwrap();

@@ -388,7 +388,7 @@ async fn steps(
             } else if i > 0 {
                 let freed = match columns {
                     Some(columns) if columns.is_empty() => {
-                        crate::layers::shared::release(session.fingerprint, "staging.task", &[])
+                        crate::layers::shared::drop_table(session.fingerprint, "staging.task")
                     }
                     Some(columns) => crate::layers::shared::narrow(session.fingerprint, "staging.task", &columns)?,
                     None => 0,
