@@ -242,7 +242,7 @@ impl TableProvider for SharedTable {
         // held its known contacts and contact roles (392 MB) beside their staging tables.
         let known_before = (self.key.1.starts_with("staging.")
             && KEEP_KNOWN.load(std::sync::atomic::Ordering::Relaxed) == 0)
-            .then(|| held_keys("known."));
+            .then(|| held_keys(self.key.0, "known."));
         let plan = self.view.scan(state, Some(&columns), &[], None).await?;
         // The rows are served under the view's logical schema, which the queries above were planned
         // against; `hold` stores each batch compactly as it arrives.
@@ -277,7 +277,7 @@ impl TableProvider for SharedTable {
         }
         self.keep(Entry { columns, schema, held, partitions, bytes, used: 0 });
         if let Some(before) = known_before {
-            drop_known_since(&before);
+            drop_known_since(self.key.0, &before);
         }
         match self.served(&wanted)? {
             Some(plan) => Ok(plan),
@@ -637,24 +637,24 @@ pub async fn warm_for(session: &LakeSession, queries: &[String]) -> crate::error
     // Several staging tables read the same known table (staging.opportunity and
     // staging.opportunity_history both read the deal history): it is kept while they are all
     // computed, then dropped.
-    let before = held_keys("known.");
+    let before = held_keys(session.fingerprint, "known.");
     KEEP_KNOWN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     for (table, columns) in used {
         // A table that will not compute fails again in the query that reads it, which says where.
         let _ = warm(session, &table, &columns).await;
     }
     KEEP_KNOWN.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-    drop_known_since(&before);
+    drop_known_since(session.fingerprint, &before);
     Ok(())
 }
 
 /// While positive, known tables computed for staging tables are kept (see `warm_for`).
 static KEEP_KNOWN: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
-/// The tables of a layer (`"known."`) held now.
-fn held_keys(layer: &str) -> std::collections::HashSet<(u64, String)> {
+/// The tables of a layer (`"known."`) of one snapshot held now.
+fn held_keys(fingerprint: u64, layer: &str) -> std::collections::HashSet<(u64, String)> {
     let c = cache().lock().expect("cache lock");
-    c.entries.keys().filter(|k| k.1.starts_with(layer)).cloned().collect()
+    c.entries.keys().filter(|k| k.0 == fingerprint && k.1.starts_with(layer)).cloned().collect()
 }
 
 /// Drops the held tables whose key `gone` picks and returns the bytes freed.
@@ -666,10 +666,13 @@ fn drop_where(gone: impl Fn(&(u64, String)) -> bool) -> usize {
     freed
 }
 
-/// Drops the known tables computed since `before` was taken (with `held_keys("known.")`). One that
-/// another query computed meanwhile goes too: that costs a recomputation, never a wrong row.
-fn drop_known_since(before: &std::collections::HashSet<(u64, String)>) {
-    drop_where(|k| k.1.starts_with("known.") && !before.contains(k));
+/// Drops the known tables of one snapshot computed since `before` was taken (with `held_keys`). One
+/// that another query of the same snapshot computed meanwhile goes too: that costs a
+/// recomputation, never a wrong row. Another snapshot's (another lake or as-of date, computed at
+/// the same time in the same process) are its own: dropping them made the shared-table tests,
+/// which run at once on lakes of their own, recompute each other's tables now and then.
+fn drop_known_since(fingerprint: u64, before: &std::collections::HashSet<(u64, String)>) {
+    drop_where(|k| k.0 == fingerprint && k.1.starts_with("known.") && !before.contains(k));
 }
 
 /// Drops every held table of a layer (`"known."`) of one snapshot but those named in `keep`, and
