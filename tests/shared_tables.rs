@@ -213,3 +213,55 @@ async fn a_narrowed_table_serves_its_kept_columns_and_recomputes_for_a_dropped_o
     assert_eq!(rows(&lake, as_of, all).await, before);
     assert_eq!(computed_for(fp, "staging.account"), 2);
 }
+
+/// A deal history landed out of order, with rows tied on their time (the larger id is the later):
+/// staging.opportunity_history is held sorted by deal, time and id (its @held-order line), an
+/// ordered pass over it plans no sort, and the passes answer as read off the rows by hand.
+#[tokio::test]
+async fn the_deal_history_is_held_in_order_and_its_ordered_passes_sort_nothing() {
+    let dir = tempdir();
+    let root = dir.path();
+    write(root, "raw/salesforce/user/u.csv", "id,name,created_date\nU1,Dana Lee,2023-01-01\n");
+    write(root, "raw/salesforce/account/a.csv", "id,name,created_date\nA1,Acme,2024-01-01\n");
+    write(
+        root,
+        "raw/salesforce/opportunity/o.csv",
+        "id,account_id,owner_id,stage_name,amount,close_date,created_date\n\
+         O1,A1,U1,Closed Won,100,2024-06-01,2024-02-01\n\
+         O2,A1,U1,Prospecting,50,2024-07-01,2024-02-05\n\
+         O3,A1,U1,Prospecting,70,2024-07-01,2024-02-07\n",
+    );
+    write(
+        root,
+        "raw/salesforce/opportunity_history/h.csv",
+        "id,opportunity_id,created_date,stage_name,amount\n\
+         H5,O2,2024-03-01 10:00:00,Negotiation,55\n\
+         H1,O1,2024-02-01 09:00:00,Prospecting,100\n\
+         H4,O2,2024-02-05 09:00:00,Prospecting,50\n\
+         H3,O1,2024-04-01 09:00:00,Proposal,100\n\
+         H2,O1,2024-04-01 09:00:00,Qualification,100\n\
+         H6,O2,2024-03-01 10:00:00,Proposal,60\n",
+    );
+    let lake = Lake::open(root.to_str().unwrap()).unwrap();
+    let as_of = date("2024-06-30");
+    let pass = "SELECT opportunity_id, id, COALESCE(LAG(id) OVER w, '-') FROM staging.opportunity_history \
+                WINDOW w AS (ORDER BY opportunity_id, created_date, id)";
+    assert_eq!(
+        rows(&lake, as_of, pass).await,
+        vec!["O1|H1|-", "O1|H2|H1", "O1|H3|H2", "O2|H4|H3", "O2|H5|H4", "O2|H6|H5"]
+    );
+    let plan = rows(&lake, as_of, &format!("EXPLAIN {pass}")).await.join("\n");
+    assert!(plan.contains("HeldInOrder: [opportunity_id, created_date, id]"), "{plan}");
+    assert!(!plan.contains("SortExec"), "the held order is used, not sorted again: {plan}");
+    // The deal's last change (its latest row, the larger id of two at the same time), or its own
+    // row when no history row is known then.
+    let deals = "SELECT id, stage_name, CAST(amount AS BIGINT), state_from_history FROM staging.opportunity ORDER BY id";
+    assert_eq!(
+        rows(&lake, as_of, deals).await,
+        vec!["O1|Proposal|100|true", "O2|Proposal|60|true", "O3|Prospecting|70|false"]
+    );
+    assert_eq!(
+        rows(&lake, date("2024-03-15"), deals).await,
+        vec!["O1|Prospecting|100|true", "O2|Proposal|60|true", "O3|Prospecting|70|false"]
+    );
+}

@@ -2,15 +2,16 @@
 -- created on or before then (else the lead's own status), and converted only if the conversion
 -- happened on or before then.
 WITH last_status AS (
-  -- One ordered pass over the status changes (latest first, id as the tie-break), a row kept where
-  -- the lead differs from the row before; on a cluster, a hash aggregate per lead (see
-  -- staging.opportunity's last change for why, and for how one branch is chosen).
+  -- One ordered pass over the status changes (by lead, time, then id as the tie-break), a row kept
+  -- where the lead differs from the row after, over staging.lead_history held in that order (no
+  -- sort); on a cluster, a hash aggregate per lead (see staging.opportunity's last change for why,
+  -- and for how one branch is chosen).
   SELECT lead_id, status, status_changed_at FROM (
     SELECT h.lead_id, h.new_value AS status, h.created_date AS status_changed_at,
-      ROW_NUMBER() OVER w = 1 OR LAG(h.lead_id) OVER w IS DISTINCT FROM h.lead_id AS last_row
-    FROM known.lead_history AS h
-    WHERE LOWER(h.field) = 'status'
-    WINDOW w AS (ORDER BY h.lead_id, h.created_date DESC, h.id DESC)
+      LEAD(h.lead_id) OVER w IS DISTINCT FROM h.lead_id AS last_row
+    FROM staging.lead_history AS h
+    WHERE LOWER(h.field) = 'status' AND h.lead_id IS NOT NULL
+    WINDOW w AS (ORDER BY h.lead_id, h.created_date, h.id)
   ) AS x
   WHERE last_row AND NOT {{cluster}}
   UNION ALL

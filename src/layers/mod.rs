@@ -9,6 +9,7 @@ pub mod cluster;
 pub mod columns;
 pub mod known;
 pub mod marts;
+pub mod ordered;
 pub mod org;
 pub mod raw;
 pub mod session;

@@ -128,7 +128,16 @@ impl LakeSession {
     /// (`layers::shared`); on a cluster, the plain view, which travels with every plan (executors
     /// cannot reach this process's memory, and Ballista serialises only views and file listings).
     pub fn share(&self, name: &str, view: Arc<dyn TableProvider>) -> Arc<dyn TableProvider> {
-        if self.lake.engine.is_cluster() { view } else { crate::layers::shared::wrap(self.fingerprint, name, view) }
+        self.share_ordered(name, view, &[])
+    }
+
+    /// `share`, the rows held sorted by `order` (see `layers::ordered`).
+    pub fn share_ordered(&self, name: &str, view: Arc<dyn TableProvider>, order: &[String]) -> Arc<dyn TableProvider> {
+        if self.lake.engine.is_cluster() {
+            view
+        } else {
+            crate::layers::shared::wrap(self.fingerprint, name, view, order)
+        }
     }
 
     /// Registers rows computed in this process (org units, run manifests, the audit log, periods)

@@ -39,6 +39,8 @@ struct Entry {
     schema: SchemaRef,
     held: SchemaRef,
     partitions: Vec<Vec<RecordBatch>>,
+    /// The columns the rows are sorted by (held as one partition), when the view declares them.
+    order: Vec<String>,
     bytes: usize,
     used: u64,
 }
@@ -116,6 +118,8 @@ pub fn fingerprint(session: &LakeSession) -> u64 {
 pub struct SharedTable {
     key: (u64, String),
     view: Arc<dyn TableProvider>,
+    /// The order its rows are held in (`layers::ordered`), or none.
+    order: Vec<String>,
 }
 
 impl std::fmt::Debug for SharedTable {
@@ -124,12 +128,13 @@ impl std::fmt::Debug for SharedTable {
     }
 }
 
-/// Wraps a registered view so it is computed once per fingerprint; with a zero budget, the view.
-pub fn wrap(fingerprint: u64, name: &str, view: Arc<dyn TableProvider>) -> Arc<dyn TableProvider> {
+/// Wraps a registered view so it is computed once per fingerprint, its rows held sorted by `order`
+/// (columns of the view; see `layers::ordered`) when that is not empty; with a zero budget, the view.
+pub fn wrap(fingerprint: u64, name: &str, view: Arc<dyn TableProvider>, order: &[String]) -> Arc<dyn TableProvider> {
     if budget() == 0 {
         return view;
     }
-    Arc::new(SharedTable { key: (fingerprint, name.to_string()), view })
+    Arc::new(SharedTable { key: (fingerprint, name.to_string()), view, order: order.to_vec() })
 }
 
 impl SharedTable {
@@ -145,7 +150,7 @@ impl SharedTable {
             return Ok(None);
         };
         entry.used = tick;
-        let plan = serve(&entry.partitions, &entry.schema, &entry.held, projection)?;
+        let plan = serve(&entry.partitions, &entry.schema, &entry.held, projection, &entry.order)?;
         c.served += 1;
         Ok(Some(plan))
     }
@@ -229,6 +234,9 @@ impl TableProvider for SharedTable {
             columns = all.clone();
         }
         columns.extend(wanted.iter().copied());
+        // The columns of the held order are held too (they are what makes it an order).
+        let schema = self.view.schema();
+        columns.extend(self.order.iter().filter_map(|c| schema.index_of(c).ok()));
         columns.sort_unstable();
         columns.dedup();
         if columns.is_empty() {
@@ -243,7 +251,10 @@ impl TableProvider for SharedTable {
         let known_before = (self.key.1.starts_with("staging.")
             && KEEP_KNOWN.load(std::sync::atomic::Ordering::Relaxed) == 0)
             .then(|| held_keys(self.key.0, "known."));
-        let plan = self.view.scan(state, Some(&columns), &[], None).await?;
+        let mut plan = self.view.scan(state, Some(&columns), &[], None).await?;
+        if !self.order.is_empty() {
+            plan = crate::layers::ordered::sorted(plan, &self.order)?;
+        }
         // The rows are served under the view's logical schema, which the queries above were planned
         // against; `hold` stores each batch compactly as it arrives.
         let schema = Arc::new(self.view.schema().project(&columns)?);
@@ -275,7 +286,7 @@ impl TableProvider for SharedTable {
                 bytes >> 20
             ));
         }
-        self.keep(Entry { columns, schema, held, partitions, bytes, used: 0 });
+        self.keep(Entry { columns, schema, held, partitions, order: self.order.clone(), bytes, used: 0 });
         if let Some(before) = known_before {
             drop_known_since(self.key.0, &before);
         }
@@ -291,8 +302,20 @@ impl TableProvider for SharedTable {
 
 /// A scan of held rows under the view's schema: the projected columns, and those held as
 /// dictionaries cast back to the view's text type as each batch streams out (a batch's dictionary
-/// is its own, so what a served batch keeps alive is that batch's strings, not the table's).
+/// is its own, so what a served batch keeps alive is that batch's strings, not the table's). Rows
+/// held in order are served as such (`layers::ordered::Ordered`).
 fn serve(
+    partitions: &[Vec<RecordBatch>],
+    schema: &SchemaRef,
+    held: &SchemaRef,
+    projection: Vec<usize>,
+    order: &[String],
+) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
+    let plan = serve_columns(partitions, schema, held, projection)?;
+    Ok(if order.is_empty() { plan } else { crate::layers::ordered::Ordered::wrap(plan, order) })
+}
+
+fn serve_columns(
     partitions: &[Vec<RecordBatch>],
     schema: &SchemaRef,
     held: &SchemaRef,
@@ -852,12 +875,12 @@ mod tests {
         );
         assert_eq!(one_parts[0].iter().map(|b| b.num_rows()).max(), Some(8192));
         assert_eq!(one_parts[0].iter().map(|b| b.num_rows()).sum::<usize>(), n);
-        let plan = serve(&one_parts, &schema, &one_held, vec![0, 1, 2, 3]).unwrap();
+        let plan = serve(&one_parts, &schema, &one_held, vec![0, 1, 2, 3], &[]).unwrap();
         let out = datafusion::physical_plan::collect(plan, ctx.task_ctx()).await.unwrap();
         assert_eq!(datafusion::arrow::compute::concat_batches(&schema, &out).unwrap(), whole);
         // Served with every projection, the rows and types are the computed ones.
         for projection in [vec![0, 1, 2, 3], vec![1], vec![3, 2, 1]] {
-            let plan = serve(&partitions, &schema, &held, projection.clone()).unwrap();
+            let plan = serve(&partitions, &schema, &held, projection.clone(), &[]).unwrap();
             assert_eq!(plan.schema().fields(), schema.project(&projection).unwrap().fields());
             // Partition by partition, in order (a plain collect interleaves them).
             let out: Vec<RecordBatch> = datafusion::physical_plan::collect_partitioned(plan, ctx.task_ctx())

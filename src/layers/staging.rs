@@ -16,15 +16,16 @@ pub const STAGING_SQL: &[(&str, &str)] = staging_sql!(
     "contact",
     "user",
     "user_role",
-    "opportunity",
+    // A staging table that reads another comes after it (views are planned as registered).
     "opportunity_history",
+    "opportunity",
     "opportunity_stage",
     "opportunity_contact_role",
     "opportunity_line_item",
     "task",
     "event",
-    "lead",
     "lead_history",
+    "lead",
     "campaign",
     "campaign_member",
     "usage_daily",
@@ -33,12 +34,20 @@ pub const STAGING_SQL: &[(&str, &str)] = staging_sql!(
     "quota",
 );
 
-/// Registers `staging.<table>` for every staged table (after `known`, which they read).
+/// Registers `staging.<table>` for every staged table (after `known`, which they read), each held
+/// in the order its file declares, if any (`-- @held-order:`, see `layers::ordered`).
 pub async fn register(session: &LakeSession) -> Result<()> {
     for (name, sql) in STAGING_SQL {
-        let view = session.declared(sql, &format!("sql/staging/{name}.sql")).await?.into_view();
+        let source = format!("sql/staging/{name}.sql");
+        let view = session.declared(sql, &source).await?.into_view();
+        let order = crate::layers::ordered::declared(sql);
+        if let Some(missing) = order.iter().find(|c| view.schema().index_of(c).is_err()) {
+            return Err(crate::error::Error::Other(format!(
+                "{source}: its @held-order names {missing}, which the table does not have"
+            )));
+        }
         let table = format!("staging.{name}");
-        session.ctx.register_table(table.as_str(), session.share(&table, view))?;
+        session.ctx.register_table(table.as_str(), session.share_ordered(&table, view, &order))?;
     }
     Ok(())
 }

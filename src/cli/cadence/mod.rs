@@ -68,9 +68,10 @@ async fn latest_recorded_day(lake: &Lake) -> Result<NaiveDate> {
 }
 
 /// The first (`MIN`) or latest (`MAX`) day with a deal change the session sees; None when it sees
-/// none (an as-of date before any data, or no history landed).
+/// none (an as-of date before any data, or no history landed). Read from the known rows, which
+/// staging.opportunity_history only projects: that table is held sorted, a sort this does not need.
 pub(crate) async fn recorded_day(session: &crate::layers::LakeSession, agg: &str) -> Result<Option<NaiveDate>> {
-    let sql = format!("SELECT CAST({agg}(created_date) AS DATE) FROM staging.opportunity_history");
+    let sql = format!("SELECT CAST({agg}(created_date) AS DATE) FROM known.opportunity_history");
     let batches = session.ctx.sql(&sql).await?.collect().await?;
     Ok(batches.first().filter(|b| b.num_rows() > 0).and_then(|b| {
         let days = b.column(0).as_any().downcast_ref::<datafusion::arrow::array::Date32Array>()?;

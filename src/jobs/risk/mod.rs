@@ -399,8 +399,9 @@ pub async fn compute_with(session: &LakeSession, pb: &Playbook, weights: &Weight
     // The flags read these in a dozen queries naming different columns: compute each once, whole,
     // the tables the others read first (mart.deal_context reads two columns of mart.deal, and
     // both read staging.opportunity: warmed later, each was computed twice, first with the few
-    // columns the earlier query named; 3.7 s of the job on a million deals).
-    for table in ["staging.opportunity", "mart.deal", "mart.deal_context"] {
+    // columns the earlier query named; 3.7 s of the job on a million deals). The deal history
+    // comes first: staging.opportunity reads a few of its columns, the flags the rest.
+    for table in ["staging.opportunity_history", "staging.opportunity", "mart.deal", "mart.deal_context"] {
         crate::layers::shared::warm_all(session, table).await?;
     }
     let deals = deals(session).await?;
