@@ -10,6 +10,11 @@
 -- Accounts also carry product usage where it landed: active users summed over the same windows.
 -- Slots: {{as_of_end}} (the first instant after the run date), {{half_life_days}}.
 -- A touch logged on a deal without an account of its own counts for the deal's account.
+-- Two steps (`-- @step <table>`: each is run and registered as that table before the next): the
+-- aged touches are read by the deals' and the accounts' sums, and DataFusion inlines a CTE at each
+-- reference, so as one query the 182 days of tasks were filtered and joined twice (2.0 to 2.3 s on
+-- a million deals; 1.2 s in two steps).
+-- @step mart._momentum_aged
 WITH touches AS (
   SELECT t.what_id AS opportunity_id, COALESCE(t.account_id, o.account_id) AS account_id, t.created_date AS at,
     CASE WHEN t.direction = 'inbound' THEN 'buyer' WHEN t.direction = 'outbound' THEN 'seller' END AS side
@@ -23,12 +28,12 @@ WITH touches AS (
   WHERE COALESCE(e.start_date_time, e.created_date) < {{as_of_end}}
     AND e.created_date < {{as_of_end}}
     AND COALESCE(e.start_date_time, e.created_date) >= {{as_of_end}} - INTERVAL '182 days'
-),
-aged AS (
-  SELECT opportunity_id, account_id, side,
-    CAST(date_part('epoch', {{as_of_end}} - at) AS DOUBLE) / 86400.0 AS age_days
-  FROM touches
-),
+)
+SELECT opportunity_id, account_id, side,
+  CAST(date_part('epoch', {{as_of_end}} - at) AS DOUBLE) / 86400.0 AS age_days
+FROM touches
+-- @step momentum
+WITH aged AS (SELECT * FROM mart._momentum_aged),
 open_deals AS (
   SELECT id, account_id FROM staging.opportunity WHERE NOT COALESCE(is_closed, false)
 ),
