@@ -255,7 +255,8 @@ async fn the_deal_history_is_held_in_order_and_its_ordered_passes_sort_nothing()
     assert!(!plan.contains("SortExec"), "the held order is used, not sorted again: {plan}");
     // The deal's last change (its latest row, the larger id of two at the same time), or its own
     // row when no history row is known then.
-    let deals = "SELECT id, stage_name, CAST(amount AS BIGINT), state_from_history FROM staging.opportunity ORDER BY id";
+    let deals =
+        "SELECT id, stage_name, CAST(amount AS BIGINT), state_from_history FROM staging.opportunity ORDER BY id";
     assert_eq!(
         rows(&lake, as_of, deals).await,
         vec!["O1|Proposal|100|true", "O2|Proposal|60|true", "O3|Prospecting|70|false"]
