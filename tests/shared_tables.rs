@@ -266,3 +266,41 @@ async fn the_deal_history_is_held_in_order_and_its_ordered_passes_sort_nothing()
         vec!["O1|Prospecting|100|true", "O2|Proposal|60|true", "O3|Prospecting|70|false"]
     );
 }
+
+/// Warming a job's queries computes each table once, with the columns the queries read and the
+/// columns the views among them read of the others: staging.lead reads the id of
+/// staging.lead_history (the tie-break of its last status), which the queries do not name.
+#[tokio::test]
+async fn warming_computes_a_table_once_with_what_the_views_reading_it_need() {
+    let dir = tempdir();
+    let root = dir.path();
+    write(root, "raw/salesforce/user/u.csv", "id,name,created_date\nU1,Dana Lee,2023-01-01\n");
+    write(root, "raw/salesforce/lead/l.csv", "id,status,created_date\nL1,Open,2024-01-01\nL2,Open,2024-01-02\n");
+    write(
+        root,
+        "raw/salesforce/lead_history/h.csv",
+        "id,lead_id,field,old_value,new_value,created_date\n\
+         K2,L1,Status,Working,MQL,2024-02-01 09:00:00\n\
+         K1,L1,Status,Open,Working,2024-02-01 09:00:00\n\
+         K3,L2,Status,Open,Working,2024-02-03 09:00:00\n",
+    );
+    let lake = Lake::open(root.to_str().unwrap()).unwrap();
+    let session = gtm_loop::outputs::open_session(&lake, date("2024-06-30")).await.unwrap();
+    let fp = session.fingerprint;
+    let queries = vec![
+        "SELECT lead_id, created_date FROM staging.lead_history WHERE LOWER(field) = 'status'".to_string(),
+        "SELECT id, status FROM staging.lead".to_string(),
+    ];
+    gtm_loop::layers::shared::warm_for(&session, &queries).await.unwrap();
+    use gtm_loop::layers::shared::computed_for;
+    assert_eq!(computed_for(fp, "staging.lead_history"), 1);
+    assert_eq!(computed_for(fp, "staging.lead"), 1);
+    // Both queries are served from what was warmed; the later change (K2, the larger id at the
+    // same instant) is L1's status.
+    let statuses = rows(&lake, date("2024-06-30"), "SELECT id, status FROM staging.lead ORDER BY id").await;
+    assert_eq!(statuses, vec!["L1|MQL", "L2|Working"]);
+    let changes = rows(&lake, date("2024-06-30"), &format!("SELECT COUNT(*) FROM ({})", queries[0])).await;
+    assert_eq!(changes, vec!["3"]);
+    assert_eq!(computed_for(fp, "staging.lead_history"), 1, "not computed again for staging.lead's id");
+    assert_eq!(computed_for(fp, "staging.lead"), 1);
+}

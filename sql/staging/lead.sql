@@ -3,9 +3,9 @@
 -- happened on or before then.
 WITH last_status AS (
   -- One ordered pass over the status changes (by lead, time, then id as the tie-break), a row kept
-  -- where the lead differs from the row after, over staging.lead_history held in that order (no
-  -- sort); on a cluster, a hash aggregate per lead (see staging.opportunity's last change for why,
-  -- and for how one branch is chosen).
+  -- where the lead differs from the row after (read from staging.lead_history, which the funnel
+  -- reads too, so it is computed once); on a cluster, a hash aggregate per lead (see
+  -- staging.opportunity's last change for why, and for how one branch is chosen).
   SELECT lead_id, status, status_changed_at FROM (
     SELECT h.lead_id, h.new_value AS status, h.created_date AS status_changed_at,
       LEAD(h.lead_id) OVER w IS DISTINCT FROM h.lead_id AS last_row

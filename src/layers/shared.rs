@@ -639,29 +639,40 @@ pub async fn warm(session: &LakeSession, table: &str, columns: &[String]) -> cra
 /// funnel computed staging.lead twice, 4.2 s and then 7.9 s, on a million deals). A query that
 /// does not plan is left to fail where it runs, with its own message.
 pub async fn warm_for(session: &LakeSession, queries: &[String]) -> crate::error::Result<()> {
-    use datafusion::common::tree_node::TreeNodeRecursion;
-    use datafusion::logical_expr::LogicalPlan;
     let mut used: std::collections::BTreeMap<String, Vec<String>> = Default::default();
     for sql in queries {
         let Ok(df) = session.ctx.sql(sql).await else { continue };
         let Ok(plan) = df.into_optimized_plan() else { continue };
-        plan.apply_with_subqueries(|node| {
-            if let LogicalPlan::TableScan(scan) = node {
-                let cols = used.entry(scan.table_name.to_string()).or_default();
-                for f in scan.projected_schema.fields() {
-                    if !cols.contains(f.name()) {
-                        cols.push(f.name().clone());
-                    }
-                }
-            }
-            Ok(TreeNodeRecursion::Continue)
-        })?;
+        scanned(&plan, &mut used)?;
+    }
+    // And what the views among them read of other shared tables, with only the columns read of
+    // the views: staging.lead reads the id of staging.lead_history, which the funnel's own queries
+    // do not, and computed it again for that column (and its known table whole).
+    let mut pending: Vec<String> = used.keys().cloned().collect();
+    while let Some(table) = pending.pop() {
+        let Ok(provider) = session.ctx.table_provider(table.as_str()).await else { continue };
+        let Some(shared) = provider.downcast_ref::<SharedTable>() else { continue };
+        let columns: Vec<String> = used.get(&table).cloned().unwrap_or_default();
+        if shared.view.get_logical_plan().is_none() || columns.is_empty() {
+            continue;
+        }
+        let Ok(df) = session.ctx.read_table(shared.view.clone()) else { continue };
+        let Ok(df) = df.select_columns(&columns.iter().map(String::as_str).collect::<Vec<_>>()) else { continue };
+        let Ok(plan) = df.into_optimized_plan() else { continue };
+        let before = used.clone();
+        scanned(&plan, &mut used)?;
+        pending.extend(used.iter().filter(|(t, c)| before.get(*t) != Some(*c)).map(|(t, _)| t.clone()));
     }
     // Several staging tables read the same known table (staging.opportunity and
     // staging.opportunity_history both read the deal history): it is kept while they are all
     // computed, then dropped.
     let before = held_keys(session.fingerprint, "known.");
     KEEP_KNOWN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    // A table is warmed after the ones it may read (in the order the layers are registered), so
+    // it is computed from them: in name order staging.lead came before the history it reads, which
+    // was then computed twice (with the columns staging.lead read, then again with the funnel's).
+    let mut used: Vec<(String, Vec<String>)> = used.into_iter().collect();
+    used.sort_by_key(|(table, _)| registration_rank(table));
     for (table, columns) in used {
         // A table that will not compute fails again in the query that reads it, which says where.
         let _ = warm(session, &table, &columns).await;
@@ -669,6 +680,41 @@ pub async fn warm_for(session: &LakeSession, queries: &[String]) -> crate::error
     KEEP_KNOWN.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     drop_known_since(session.fingerprint, &before);
     Ok(())
+}
+
+/// Adds the tables `plan` scans, with the columns it reads of each, to `used`.
+fn scanned(
+    plan: &datafusion::logical_expr::LogicalPlan,
+    used: &mut std::collections::BTreeMap<String, Vec<String>>,
+) -> datafusion::error::Result<()> {
+    use datafusion::common::tree_node::TreeNodeRecursion;
+    use datafusion::logical_expr::LogicalPlan;
+    plan.apply_with_subqueries(|node| {
+        if let LogicalPlan::TableScan(scan) = node {
+            let cols = used.entry(scan.table_name.to_string()).or_default();
+            for f in scan.projected_schema.fields() {
+                if !cols.contains(f.name()) {
+                    cols.push(f.name().clone());
+                }
+            }
+        }
+        Ok(TreeNodeRecursion::Continue)
+    })?;
+    Ok(())
+}
+
+/// Where a table comes in the order the layers register them (known, staging, marts, each in its
+/// list's order): a view reads only tables registered before it. Others come last, by name.
+fn registration_rank(table: &str) -> (usize, usize, String) {
+    let staging = || crate::layers::staging::STAGING_SQL.iter().map(|(n, _)| *n);
+    let marts = || crate::layers::marts::MART_SQL.iter().map(|(n, _, _)| *n);
+    let (layer, at) = match table.split_once('.') {
+        Some(("known", _)) => (0, 0),
+        Some(("staging", name)) => (1, staging().position(|n| n == name).unwrap_or(usize::MAX)),
+        Some(("mart", name)) => (2, marts().position(|n| n == name).unwrap_or(usize::MAX)),
+        _ => (3, 0),
+    };
+    (layer, at, table.to_string())
 }
 
 /// While positive, known tables computed for staging tables are kept (see `warm_for`).
@@ -774,6 +820,17 @@ mod tests {
     use super::*;
     use datafusion::arrow::array::{Int64Array, StringArray};
     use datafusion::arrow::datatypes::{DataType, Field, Schema};
+
+    #[test]
+    fn tables_are_warmed_after_the_ones_registered_before_them() {
+        let mut tables =
+            vec!["mart.stage_exit", "staging.lead", "mart.deal", "other.x", "staging.lead_history", "known.task"];
+        tables.sort_by_key(|t| registration_rank(t));
+        assert_eq!(
+            tables,
+            ["known.task", "staging.lead_history", "staging.lead", "mart.deal", "mart.stage_exit", "other.x"]
+        );
+    }
 
     #[test]
     fn a_column_pointing_into_a_larger_buffer_is_copied_and_a_tight_one_kept() {
