@@ -1,10 +1,12 @@
 //! Shared tables held in a declared order (`-- @held-order: a, b, c` in a staging SQL file).
 //!
 //! Six queries of a weekly run read a deal's stage history in one ordered pass (deal, then time,
-//! then id: see "One ordered pass" in the README), and the lead funnel reads the lead history the
-//! same way. Each sorted the whole history again: on a million deals, 3.4M rows sorted six times.
-//! A table declared with an order is sorted once when it is computed and held in that order as one
-//! partition; its scans say so to the planner, which then runs those windows on it without sorting.
+//! then id: see "One ordered pass" in the README), and each sorted the whole history again: on a
+//! million deals, 3.4M rows sorted six times. A table declared with an order is sorted once when it
+//! is computed and held in that order as one partition; its scans say so to the planner, which then
+//! runs those windows on it without sorting. Declare an order only where the passes read most of
+//! the table: the lead history's one pass reads its status changes only, and sorting the whole of
+//! it once cost more than sorting those (see sql/staging/lead_history.sql).
 //!
 //! A held table keeps some text columns as dictionaries and casts them back to the view's type as
 //! it is scanned (see `shared::serve`); DataFusion does not count a cast from a dictionary as
