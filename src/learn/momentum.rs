@@ -80,38 +80,14 @@ fn blind(session: &LakeSession) -> Vec<String> {
 /// Runs the file's `-- @step <table>` sections in order, each registered as its table for the ones
 /// after it, and returns the last one's rows; the step tables are dropped afterwards.
 async fn run_steps(session: &LakeSession, sql: &str) -> Result<Vec<RecordBatch>> {
-    let steps = crate::learn::trajectory::steps(sql);
+    use crate::learn::trajectory::{drop_steps, register_steps, steps};
+    let steps = steps(sql);
     let Some(((_, last), before)) = steps.split_last() else {
         return Err(Error::Other(format!("{MOMENTUM_FILE} has no `-- @step` section")));
     };
-    let mut out = Ok(Vec::new());
-    let mut registered = Vec::new();
-    for (table, step) in before {
-        let source = format!("{MOMENTUM_FILE} (step {table})");
-        let rows = match session.declared(step, &source).await {
-            Ok(df) => session.collect_traced(df, &source).await,
-            Err(e) => Err(e),
-        };
-        match rows {
-            Ok((schema, rows)) => {
-                registered.push(table.as_str());
-                if let Err(e) = session.register_rows(table, schema, rows).await {
-                    out = Err(e);
-                    break;
-                }
-            }
-            Err(e) => {
-                out = Err(e);
-                break;
-            }
-        }
-    }
-    if out.is_ok() {
-        out = session.collect_declared(last, MOMENTUM_FILE).await;
-    }
-    for table in registered {
-        let _ = session.ctx.deregister_table(table)?;
-    }
+    register_steps(session, before, MOMENTUM_FILE, "").await?;
+    let out = session.collect_declared(last, MOMENTUM_FILE).await;
+    drop_steps(session, before)?;
     out
 }
 

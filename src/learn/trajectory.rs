@@ -350,6 +350,41 @@ pub async fn build_slices_for(
 
 /// Every deal's row counts (see `DealCounts`): the trajectory's steps up to its landmarks run once
 /// over the whole lake (no slices: a few columns per landmark), then `deal_landmark_counts.sql`.
+/// Runs `steps` (table, SQL) in order, each result registered as its table for the steps after
+/// it; errors name `file` and the step (`label` added to it). On an error the tables registered so
+/// far are dropped; otherwise the caller drops them when done (`drop_steps`).
+pub(crate) async fn register_steps(
+    session: &LakeSession,
+    steps: &[(String, String)],
+    file: &str,
+    label: &str,
+) -> Result<()> {
+    for (done, (table, step)) in steps.iter().enumerate() {
+        let source = format!("{file} (step {table}{label})");
+        let ran = match session.declared(step, &source).await {
+            Ok(df) => session.collect_traced(df, &source).await,
+            Err(e) => Err(e),
+        };
+        let registered = match ran {
+            Ok((schema, rows)) => session.register_rows(table, schema, rows).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = registered {
+            drop_steps(session, &steps[..done])?;
+            return Err(e);
+        }
+    }
+    Ok(())
+}
+
+/// Drops the tables `register_steps` registered.
+pub(crate) fn drop_steps(session: &LakeSession, steps: &[(String, String)]) -> Result<()> {
+    for (table, _) in steps {
+        let _ = session.ctx.deregister_table(table.as_str())?;
+    }
+    Ok(())
+}
+
 async fn deal_counts(session: &LakeSession, sql: &str, end: &str, last_week: i64) -> Result<Vec<DealCounts>> {
     use datafusion::arrow::array::{Array, BooleanArray, Int64Array};
     let span = crate::layers::trace::start(COUNTS_FILE);
@@ -357,21 +392,15 @@ async fn deal_counts(session: &LakeSession, sql: &str, end: &str, last_week: i64
     let upto = all.iter().position(|(t, _)| t == "mart._trajectory_landmarks").ok_or_else(|| {
         Error::Other(format!("{TRAJECTORY_FILE} has no `-- @step mart._trajectory_landmarks` section"))
     })?;
-    let registered = &all[..=upto];
-    for (table, step) in registered {
-        let source = format!("{TRAJECTORY_FILE} (step {table}, whole lake)");
-        let df = session.declared(&fill_slice(step, 0, 1), &source).await?;
-        let (schema, rows) = session.collect_traced(df, &source).await?;
-        session.register_rows(table, schema, rows).await?;
-    }
+    let registered: Vec<(String, String)> =
+        all[..=upto].iter().map(|(table, step)| (table.clone(), fill_slice(step, 0, 1))).collect();
+    register_steps(session, &registered, TRAJECTORY_FILE, ", whole lake").await?;
     let counts = fill_slice(&COUNTS_SQL.replace("{{end}}", end).replace("{{last_week}}", &last_week.to_string()), 0, 1);
     let batches = match session.declared(&counts, COUNTS_FILE).await {
         Ok(df) => session.collect_traced(df, &format!("{COUNTS_FILE} (the query)")).await,
         Err(e) => Err(e),
     };
-    for (table, _) in registered {
-        let _ = session.ctx.deregister_table(table.as_str())?;
-    }
+    drop_steps(session, &registered)?;
     let (_, batches) = batches?;
     let mut out = Vec::new();
     let column = |b: &RecordBatch, name: &str| {
