@@ -11,6 +11,7 @@ pub mod known;
 pub mod marts;
 pub mod ordered;
 pub mod org;
+pub mod overlay;
 pub mod raw;
 pub mod session;
 pub mod shared;

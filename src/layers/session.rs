@@ -145,12 +145,10 @@ impl LakeSession {
     /// are written as one Parquet file under the lake's scratch prefix (`_engine/`) and registered
     /// as a listing, so a plan that reads them still serialises and every executor can read them.
     pub async fn register_rows(&self, name: &str, schema: SchemaRef, batches: Vec<RecordBatch>) -> Result<()> {
-        let _ = self.ctx.deregister_table(name)?;
         if !self.lake.engine.is_cluster() {
-            let batches = batches.iter().map(crate::layers::columns::compact_views).collect::<Result<Vec<_>>>()?;
-            self.ctx.register_table(name, Arc::new(MemTable::try_new(schema, vec![batches])?))?;
-            return Ok(());
+            return register_rows_in(&self.ctx, name, schema, batches);
         }
+        let _ = self.ctx.deregister_table(name)?;
         let mut buf = Vec::new();
         let mut writer = datafusion::parquet::arrow::ArrowWriter::try_new(&mut buf, schema.clone(), None)?;
         for batch in &batches {
@@ -367,6 +365,15 @@ pub fn machine_memory() -> usize {
         (None, Some(t)) => t,
         (None, None) => 4 << 30,
     }
+}
+
+/// Rows registered in memory as `name` in one context (a session's, or an overlay's: see
+/// `layers::overlay`), replacing what that context had under the name.
+pub fn register_rows_in(ctx: &SessionContext, name: &str, schema: SchemaRef, batches: Vec<RecordBatch>) -> Result<()> {
+    let _ = ctx.deregister_table(name)?;
+    let batches = batches.iter().map(crate::layers::columns::compact_views).collect::<Result<Vec<_>>>()?;
+    ctx.register_table(name, Arc::new(MemTable::try_new(schema, vec![batches])?))?;
+    Ok(())
 }
 
 #[cfg(test)]
