@@ -872,18 +872,30 @@ pub async fn run_assigned(
     for (id, missing) in &blind {
         run.note(format!("flag {id} not instrumented: needs {}", missing.join("; ")));
     }
+    let span = crate::layers::trace::start("the risk job's outputs written and committed");
     run.write_table("deal_risk", schema(), &[batch(&rows)?]).await?;
     run.write_table("deal_risk_flags", flag_schema(), &[flag_batch(&rows)?]).await?;
     let (reps, board) = views(&rows, as_of, pb);
     run.write_artifact("deal_risk_reps.md", reps.into_bytes()).await?;
     run.write_artifact("deal_risk_board.md", board.into_bytes()).await?;
     let manifest = run.commit().await?;
+    if let Some(span) = span {
+        span.done(&format!("{} deals", rows.len()));
+    }
+    let span = crate::layers::trace::start("the risk job's decision-log records");
     let mut records = Vec::new();
     for (i, g) in &groups {
         records.extend(self::records(g, &plan.playbooks[*i], as_of, &manifest.committed_at));
     }
     records.extend(outcomes(session, pb, as_of, &manifest.committed_at).await?);
+    if let Some(span) = span {
+        span.done(&format!("{} records", records.len()));
+    }
+    let span = crate::layers::trace::start("decision log append");
     let logged = crate::outputs::decision_log::append(session, records).await?;
+    if let Some(span) = span {
+        span.done(&format!("{logged} new records"));
+    }
     let scored = rows.iter().filter(|r| r.score.is_some()).count();
     let flagged = rows.iter().filter(|r| r.score.is_some() && !r.flags.is_empty()).count();
     let mut text = format!(
