@@ -142,6 +142,49 @@ pub async fn register(session: &LakeSession, landed: &Landed) -> Result<()> {
          GROUP BY {keys} HAVING COUNT(*) > 1) AS r"
     );
     let key_rows = format!("SELECT {keys} FROM {conformed} AS c WHERE {known_filter}");
+    // Every landed row's key as landed, when reading it as the contract's text keeps distinct
+    // values distinct (text or integers read as text; not a timestamp cut to microseconds).
+    let columns = landed.table.all_columns();
+    let raw_keys: Option<Vec<String>> = table
+        .key
+        .iter()
+        .map(|k| {
+            let field = landed.field(k)?;
+            let text = columns.iter().find(|c| &c.name == k).is_some_and(|c| c.ty == ColumnType::String);
+            let keeps = matches!(
+                field.data_type(),
+                DataType::Utf8
+                    | DataType::LargeUtf8
+                    | DataType::Utf8View
+                    | DataType::Int8
+                    | DataType::Int16
+                    | DataType::Int32
+                    | DataType::Int64
+                    | DataType::UInt8
+                    | DataType::UInt16
+                    | DataType::UInt32
+                    | DataType::UInt64
+            );
+            (text && keeps).then(|| quote(field.name()))
+        })
+        .collect();
+    // With the version column `quality::keys::duplicate_key` groups by, when landed.
+    let version = ["_fivetran_start", "_fivetran_synced"].iter().find_map(|c| landed.field(c)).map(|f| quote(f.name()));
+    let raw_key_rows = match raw_keys {
+        Some(cols) if !cols.is_empty() => Some((
+            session
+                .ctx
+                .sql(&format!(
+                    "SELECT {} FROM raw.{}",
+                    cols.iter().chain(version.iter()).cloned().collect::<Vec<_>>().join(", "),
+                    quote(&table.name)
+                ))
+                .await?
+                .into_unoptimized_plan(),
+            cols.len(),
+        )),
+        _ => None,
+    };
     let name = format!("known.{}", table.name);
     let plan_err = |e: datafusion::error::DataFusionError| {
         Error::Other(format!("{name} (sql/staging/_known_as_of.sql) does not plan: {e}"))
@@ -152,6 +195,8 @@ pub async fn register(session: &LakeSession, landed: &Landed) -> Result<()> {
         as_landed: session.ctx.sql(&as_landed).await.map_err(plan_err)?.into_view(),
         check: session.ctx.sql(&check).await.map_err(plan_err)?.into_unoptimized_plan(),
         key_rows: session.ctx.sql(&key_rows).await.map_err(plan_err)?.into_unoptimized_plan(),
+        raw_key_rows,
+        table: table.name.clone(),
     };
     if session.lake.engine.is_cluster() {
         // A cluster gets a plain view (a custom provider does not serialise): which one is decided
@@ -183,6 +228,11 @@ struct KnownTable {
     check: LogicalPlan,
     /// The keys of every row known by the run date, which `hashes_distinct` reads.
     key_rows: LogicalPlan,
+    /// Every landed row's key as landed, then its version column when landed (see
+    /// `raw_hashes_distinct`), and how many of the columns are the key.
+    raw_key_rows: Option<(LogicalPlan, usize)>,
+    /// The landed table's name.
+    table: String,
 }
 
 impl std::fmt::Debug for KnownTable {
@@ -199,7 +249,9 @@ impl KnownTable {
         if let Some(unique) = unique_keys().lock().expect("lock").get(&self.key) {
             return Ok(*unique);
         }
-        let unique = if hashed && self.hashes_distinct(state).await? {
+        let unique = if hashed && self.raw_hashes_distinct(state).await? {
+            true
+        } else if hashed && self.hashes_distinct(state).await? {
             true
         } else {
             let plan = state.create_physical_plan(&self.check).await?;
@@ -219,6 +271,39 @@ impl KnownTable {
     async fn hashes_distinct(&self, state: &dyn Session) -> datafusion::error::Result<bool> {
         hashes_distinct(state, &self.key_rows, &self.key.1).await
     }
+
+    /// Whether every landed row has a key of its own, versions and rows known later included:
+    /// then no key is known twice as of any date. False when a key repeats (CDC versions,
+    /// duplicates) or cannot be read as landed: the known rows' keys are then hashed as before.
+    /// The same pass hashes each (key, version) pair, which answers `quality::keys::duplicate_key`
+    /// (no two rows of one version share a key) without another pass over the table.
+    async fn raw_hashes_distinct(&self, state: &dyn Session) -> datafusion::error::Result<bool> {
+        let Some((rows, key)) = &self.raw_key_rows else { return Ok(false) };
+        let found = hashes_distinct_by(state, rows, &format!("raw.{}", self.table), &[*key]).await?;
+        let keys = RawKeys { keys_distinct: found[0], pairs_distinct: found[1] };
+        raw_distinct().lock().expect("lock").insert((self.key.0, self.table.clone()), keys);
+        Ok(keys.keys_distinct)
+    }
+}
+
+/// What one pass over a landed table's keys found (see `KnownTable::raw_hashes_distinct`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RawKeys {
+    /// Every landed row has a key of its own.
+    pub keys_distinct: bool,
+    /// Every landed row has a (key, version) pair of its own.
+    pub pairs_distinct: bool,
+}
+
+fn raw_distinct() -> &'static Mutex<HashMap<(u64, String), RawKeys>> {
+    static DISTINCT: OnceLock<Mutex<HashMap<(u64, String), RawKeys>>> = OnceLock::new();
+    DISTINCT.get_or_init(Default::default)
+}
+
+/// Whether the landed rows of `table` (in the lake snapshot `fingerprint`) have keys and (key,
+/// version) pairs of their own, when its known table has found out (`KnownTable::raw_hashes_distinct`).
+pub fn raw_keys(fingerprint: u64, table: &str) -> Option<RawKeys> {
+    raw_distinct().lock().expect("lock").get(&(fingerprint, table.to_string())).copied()
 }
 
 /// True when the 64-bit hashes of a query's rows (every column, a key) are all different, which
@@ -227,24 +312,52 @@ impl KnownTable {
 /// aggregate. Hashing and sorting 8 bytes a row replaces a hash aggregate over the key text: on
 /// those 16M tasks the aggregate took 5 s of the 8 s that computing known.task took.
 pub async fn hashes_distinct(state: &dyn Session, rows: &LogicalPlan, what: &str) -> datafusion::error::Result<bool> {
+    Ok(hashes_distinct_by(state, rows, what, &[]).await?.pop().unwrap_or(false))
+}
+
+/// `hashes_distinct` of several leading column sets of one query in one pass: for each `width` in
+/// `prefixes`, whether the rows' first `width` columns are distinct, and last whether whole rows
+/// are.
+pub async fn hashes_distinct_by(
+    state: &dyn Session,
+    rows: &LogicalPlan,
+    what: &str,
+    prefixes: &[usize],
+) -> datafusion::error::Result<Vec<bool>> {
     use datafusion::common::hash_utils::{RandomState, create_hashes};
     use futures::StreamExt;
     let span = crate::layers::trace::start(format!("{what} key hashes"));
     let plan = state.create_physical_plan(rows).await?;
     let mut stream = datafusion::physical_plan::execute_stream(plan, state.task_ctx())?;
     let hasher = RandomState::with_seed(0x6774_6d2d_6c6f_6f70);
-    let mut hashes: Vec<u64> = Vec::new();
+    let mut hashes: Vec<Vec<u64>> = vec![Vec::new(); prefixes.len() + 1];
     while let Some(batch) = stream.next().await {
         let batch = batch?;
-        let start = hashes.len();
-        hashes.resize(start + batch.num_rows(), 0);
-        create_hashes(batch.columns().iter(), &hasher, &mut hashes[start..])?;
+        let widths = prefixes.iter().copied().chain([batch.num_columns()]);
+        for (out, width) in hashes.iter_mut().zip(widths) {
+            let start = out.len();
+            out.resize(start + batch.num_rows(), 0);
+            create_hashes(batch.columns()[..width].iter(), &hasher, &mut out[start..])?;
+        }
     }
     let read = span.as_ref().map(|s| s.elapsed());
-    hashes.sort_unstable();
-    let distinct = hashes.windows(2).all(|w| w[0] != w[1]);
+    // Columns distinct as a prefix are distinct with more columns: those need no sort.
+    let mut distinct = Vec::with_capacity(hashes.len());
+    for h in hashes.iter_mut() {
+        if distinct.last() == Some(&true) {
+            distinct.push(true);
+            continue;
+        }
+        h.sort_unstable();
+        distinct.push(h.windows(2).all(|w| w[0] != w[1]));
+    }
     if let (Some(span), Some(read)) = (span, read) {
-        span.done(&format!("{} keys read in {:.2} s, distinct: {distinct}", hashes.len(), read.as_secs_f64()));
+        span.done(&format!(
+            "{} keys read in {:.2} s, distinct: {}",
+            hashes[0].len(),
+            read.as_secs_f64(),
+            distinct.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(" / ")
+        ));
     }
     Ok(distinct)
 }

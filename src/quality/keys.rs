@@ -17,7 +17,13 @@ pub async fn duplicate_key(cx: &TableCheck<'_>, out: &mut Vec<Finding>) -> Resul
     // Distinct hashes of (key, version) prove no duplicate: the aggregate below runs only when a
     // hash repeats (a duplicate, or a rare collision it then rules out). Not on a cluster, where
     // the keys would cross the network: the aggregate runs there.
-    if !cx.session.lake.engine.is_cluster() {
+    // Found when its known table was computed, in the same pass as the keys (`layers::known`):
+    // distinct pairs prove no duplicate, and repeated ones call for the aggregate below.
+    let found = crate::layers::known::raw_keys(cx.session.fingerprint, &table.name);
+    if found.is_some_and(|k| k.keys_distinct || k.pairs_distinct) {
+        return Ok(());
+    }
+    if found.is_none() && !cx.session.lake.engine.is_cluster() {
         let pairs = format!("SELECT {group} FROM raw.{}", quote(&table.name));
         let pairs = cx.session.ctx.sql(&pairs).await?.into_unoptimized_plan();
         let state = cx.session.ctx.state();
