@@ -4,8 +4,12 @@
 -- {{param:min_recent_outreach}} messages (recent reply rate <= {{param:rate_ratio}} x the earlier
 -- one), or answers slowly (mean recent reply lag >= {{param:min_lag_days}} days and >=
 -- {{param:lag_ratio}} x the earlier one). A champion who was always quiet never fires: the earlier engagement is required.
+-- Only the open deals' champions are read (mart.deal_context, which the result is joined to): a
+-- champion's counts are their own deal's, and every closed deal's messages cost a probe of the
+-- tasks for nothing.
 WITH champ AS (
-  SELECT DISTINCT opportunity_id, contact_id FROM staging.opportunity_contact_role WHERE stakeholder_role = 'champion'
+  SELECT DISTINCT opportunity_id, contact_id FROM staging.opportunity_contact_role
+  WHERE stakeholder_role = 'champion' AND opportunity_id IN (SELECT opportunity_id FROM mart.deal_context)
 ),
 msg AS (
   SELECT c.opportunity_id, c.contact_id, t.direction, t.created_date

@@ -5,7 +5,9 @@ WITH m AS (
     CASE WHEN mentioned_at >= {{as_of_end}} - INTERVAL '{{param:window_days}} days' THEN 1 ELSE 0 END AS recent,
     CASE WHEN mentioned_at < {{as_of_end}} - INTERVAL '{{param:window_days}} days'
           AND mentioned_at >= {{as_of_end}} - INTERVAL '{{param:window_days}} days' - INTERVAL '{{param:window_days}} days' THEN 1 ELSE 0 END AS earlier
-  FROM staging.tracker_mention WHERE topic = 'competitor'
+  FROM staging.tracker_mention
+  -- Open deals only (the result is joined to mart.deal_context): no closed deal's mentions grouped.
+  WHERE topic = 'competitor' AND opportunity_id IN (SELECT opportunity_id FROM mart.deal_context)
 ),
 agg AS (
   SELECT opportunity_id, SUM(recent) AS recent, SUM(earlier) AS earlier,

@@ -1,7 +1,9 @@
 -- No stakeholder response: at least {{param:min_outreach}} outbound emails or calls on the deal in
 -- the last {{param:days}} days and no inbound reply from anyone in that time.
 WITH t AS (
-  SELECT what_id AS opportunity_id, direction, created_date FROM staging.task WHERE direction IN ('inbound', 'outbound')
+  SELECT what_id AS opportunity_id, direction, created_date FROM staging.task
+  -- Open deals only (the result is joined to mart.deal_context): no closed deal's tasks grouped.
+  WHERE direction IN ('inbound', 'outbound') AND what_id IN (SELECT opportunity_id FROM mart.deal_context)
 ),
 agg AS (
   SELECT opportunity_id,
