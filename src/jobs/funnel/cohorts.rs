@@ -29,13 +29,17 @@ pub(super) async fn cohort_table(session: &LakeSession, journey: &Journey, view:
     // Months counted on a year * 12 + month index, so "by the end of month m" is an integer compare.
     let mi =
         |x: &str| format!("(CAST(date_part('year', {x}) AS BIGINT) * 12 + CAST(date_part('month', {x}) AS BIGINT))");
+    // The entities are counted per (entry month, months to the last step) first, and only those
+    // few hundred groups are crossed with the months since entry: crossed row by row, a million-
+    // deal lake's 2.1M leads made 53M rows on one core (2.3 s of the sales-led funnel's 10).
     let sql = format!(
         "WITH c AS (SELECT date_trunc('month', t0) AS cohort, {cohort_mi} AS cm, {last_mi} AS lm FROM {view} WHERE t0 IS NOT NULL), \
+              g AS (SELECT cohort, cm, lm - cm AS lag, COUNT(*) AS n FROM c GROUP BY 1, 2, 3), \
               m AS (SELECT unnest(generate_series(0, 24)) AS months) \
-         SELECT CAST(CAST(c.cohort AS DATE) AS VARCHAR) AS cohort_month, m.months, COUNT(*) AS entered, \
-                SUM(CASE WHEN c.lm IS NOT NULL AND c.lm - c.cm <= m.months THEN 1 ELSE 0 END) AS reached \
-         FROM c CROSS JOIN m \
-         WHERE c.cm + m.months + 1 <= {end_mi} \
+         SELECT CAST(CAST(g.cohort AS DATE) AS VARCHAR) AS cohort_month, m.months, SUM(g.n) AS entered, \
+                SUM(CASE WHEN g.lag IS NOT NULL AND g.lag <= m.months THEN g.n ELSE 0 END) AS reached \
+         FROM g CROSS JOIN m \
+         WHERE g.cm + m.months + 1 <= {end_mi} \
          GROUP BY 1, 2 ORDER BY 1, 2",
         cohort_mi = mi("t0"),
         last_mi = mi(&format!("t{last}")),

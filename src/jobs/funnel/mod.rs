@@ -320,7 +320,11 @@ pub async fn compute(
     let (sql, dims, effective) = entity_sql(session, journey, extra_by).await?;
     let journey = &effective.journey;
     let n = journey.steps.len();
+    let span = crate::layers::trace::start(format!("journey {}: its entities and step times", journey.name));
     let wide = ctx.sql(&sql).await.map_err(|e| plan_err("its steps", e))?.cache().await?;
+    if let Some(span) = span {
+        span.done("");
+    }
     let view = format!("funnel_entities_{}", journey.name);
     ctx.register_table(view.as_str(), wide.into_view())?;
 
@@ -350,7 +354,11 @@ pub async fn compute(
             ));
         }
         let q = format!("{} ORDER BY value, step_index", parts.join(" UNION ALL "));
+        let span = crate::layers::trace::start(format!("journey {}: step counts by {dimension}", journey.name));
         let batches = ctx.sql(&q).await.map_err(|e| plan_err("the step counts", e))?.collect().await?;
+        if let Some(span) = span {
+            span.done(&format!("{} rows", batches.iter().map(|b| b.num_rows()).sum::<usize>()));
+        }
         let mut cell_rows: Vec<StepRow> = Vec::new();
         for b in &batches {
             let value = cast(b.column(0), &DataType::Utf8)?;
@@ -400,8 +408,16 @@ pub async fn compute(
         }
         rows.extend(cell_rows);
     }
+    let span = crate::layers::trace::start(format!("journey {}: periods", journey.name));
     let periods = period_comparison(session, journey, &view, cal).await?;
+    if let Some(span) = span {
+        span.done(&format!("{} rows", periods.len()));
+    }
+    let span = crate::layers::trace::start(format!("journey {}: cohorts", journey.name));
     let cohorts = cohort_table(session, journey, &view).await?;
+    if let Some(span) = span {
+        span.done(&format!("{} rows", cohorts.len()));
+    }
     ctx.deregister_table(view.as_str())?;
     release_work(session, declared)?;
     Ok(Computed { steps: rows, periods, cohorts, skipped: effective.skipped })
@@ -515,6 +531,7 @@ pub async fn run(
         }
         all.extend(rows);
     }
+    let span = crate::layers::trace::start("the funnel's outputs written and committed");
     let (overall, breakdown): (Vec<StepRow>, Vec<StepRow>) = all.iter().cloned().partition(|r| r.dimension == "(all)");
     run.write_table("funnel_steps", schema(), &[batch(&overall)?]).await?;
     run.write_table("funnel_breakdown", schema(), &[batch(&breakdown)?]).await?;
@@ -556,6 +573,9 @@ pub async fn run(
     }
     run.write_artifact("funnel_bottlenecks.md", md.into_bytes()).await?;
     let manifest = run.commit().await?;
+    if let Some(span) = span {
+        span.done("");
+    }
     Ok((all, text, manifest))
 }
 
