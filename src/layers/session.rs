@@ -372,7 +372,14 @@ pub fn machine_memory() -> usize {
 pub fn register_rows_in(ctx: &SessionContext, name: &str, schema: SchemaRef, batches: Vec<RecordBatch>) -> Result<()> {
     let _ = ctx.deregister_table(name)?;
     let batches = batches.iter().map(crate::layers::columns::compact_views).collect::<Result<Vec<_>>>()?;
-    ctx.register_table(name, Arc::new(MemTable::try_new(schema, vec![batches])?))?;
+    // Dealt batch by batch into as many partitions as the session runs, so the joins and
+    // aggregates reading them run on every core without a repartition first.
+    let n = ctx.state().config().target_partitions().clamp(1, batches.len().max(1));
+    let mut partitions: Vec<Vec<RecordBatch>> = vec![Vec::new(); n];
+    for (i, batch) in batches.into_iter().enumerate() {
+        partitions[i % n].push(batch);
+    }
+    ctx.register_table(name, Arc::new(MemTable::try_new(schema, partitions)?))?;
     Ok(())
 }
 
