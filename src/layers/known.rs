@@ -249,9 +249,7 @@ impl KnownTable {
         if let Some(unique) = unique_keys().lock().expect("lock").get(&self.key) {
             return Ok(*unique);
         }
-        let unique = if hashed && self.raw_hashes_distinct(state).await? {
-            true
-        } else if hashed && self.hashes_distinct(state).await? {
+        let unique = if hashed && (self.raw_hashes_distinct(state).await? || self.hashes_distinct(state).await?) {
             true
         } else {
             let plan = state.create_physical_plan(&self.check).await?;
@@ -316,8 +314,8 @@ pub async fn hashes_distinct(state: &dyn Session, rows: &LogicalPlan, what: &str
 }
 
 /// `hashes_distinct` of several leading column sets of one query in one pass: for each `width` in
-/// `prefixes`, whether the rows' first `width` columns are distinct, and last whether whole rows
-/// are.
+/// `prefixes` (ascending), whether the rows' first `width` columns are distinct, and last whether
+/// whole rows are.
 pub async fn hashes_distinct_by(
     state: &dyn Session,
     rows: &LogicalPlan,
