@@ -392,16 +392,22 @@ async fn deal_counts(session: &LakeSession, sql: &str, end: &str, last_week: i64
     let upto = all.iter().position(|(t, _)| t == "mart._trajectory_landmarks").ok_or_else(|| {
         Error::Other(format!("{TRAJECTORY_FILE} has no `-- @step mart._trajectory_landmarks` section"))
     })?;
-    let registered: Vec<(String, String)> =
-        all[..=upto].iter().map(|(table, step)| (table.clone(), fill_slice(step, 0, 1))).collect();
-    register_steps(session, &registered, TRAJECTORY_FILE, ", whole lake").await?;
-    let counts = fill_slice(&COUNTS_SQL.replace("{{end}}", end).replace("{{last_week}}", &last_week.to_string()), 0, 1);
-    let batches = match session.declared(&counts, COUNTS_FILE).await {
-        Ok(df) => session.collect_traced(df, &format!("{COUNTS_FILE} (the query)")).await,
-        Err(e) => Err(e),
+    let counts = COUNTS_SQL.replace("{{end}}", end).replace("{{last_week}}", &last_week.to_string());
+    let ranges = deal_ranges(session).await?;
+    let batches = if ranges.len() > 1 {
+        counts_by_range(session, &all[..=upto], &counts, &ranges).await?
+    } else {
+        let registered: Vec<(String, String)> =
+            all[..=upto].iter().map(|(table, step)| (table.clone(), fill_slice(step, 0, 1))).collect();
+        register_steps(session, &registered, TRAJECTORY_FILE, ", whole lake").await?;
+        let counts = fill_slice(&counts, 0, 1);
+        let batches = match session.declared(&counts, COUNTS_FILE).await {
+            Ok(df) => session.collect_traced(df, &format!("{COUNTS_FILE} (the query)")).await,
+            Err(e) => Err(e),
+        };
+        drop_steps(session, &registered)?;
+        batches?.1
     };
-    drop_steps(session, &registered)?;
-    let (_, batches) = batches?;
     let mut out = Vec::new();
     let column = |b: &RecordBatch, name: &str| {
         b.column_by_name(name).cloned().ok_or_else(|| Error::Other(format!("{COUNTS_FILE}: no column {name}")))
@@ -436,6 +442,124 @@ async fn deal_counts(session: &LakeSession, sql: &str, end: &str, last_week: i64
         span.done(&format!("{} deals", out.len()));
     }
     Ok(out)
+}
+
+/// The deals cut into one range of ids per core for the counting pass, `(from, to)` with `from`
+/// included and `to` not, None an open end: boundaries at equal shares of the deal history's rows,
+/// read in its held order (no sort). One range (every deal) on a cluster, on one core, or where
+/// the history has too few deals to cut.
+async fn deal_ranges(session: &LakeSession) -> Result<Vec<(Option<String>, Option<String>)>> {
+    let whole = vec![(None, None)];
+    let parts = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    if parts <= 1 || session.lake.engine.is_cluster() {
+        return Ok(whole);
+    }
+    let int = |batches: &[RecordBatch]| -> Option<i64> {
+        let b = batches.first()?;
+        let c = datafusion::arrow::compute::cast(b.column(0), &datafusion::arrow::datatypes::DataType::Int64).ok()?;
+        c.as_any().downcast_ref::<datafusion::arrow::array::Int64Array>().map(|a| a.value(0))
+    };
+    let rows = session
+        .collect_declared(
+            "SELECT COUNT(opportunity_id) FROM staging.opportunity_history",
+            "the counting pass's deal ranges",
+        )
+        .await?;
+    let rows = int(&rows).unwrap_or(0);
+    let mut bounds: Vec<String> = Vec::new();
+    for i in 1..parts as i64 {
+        let sql = format!(
+            "SELECT opportunity_id AS deal FROM staging.opportunity_history WHERE opportunity_id IS NOT NULL \
+             ORDER BY deal LIMIT 1 OFFSET {}",
+            rows * i / parts as i64
+        );
+        let batches = session.collect_declared(&sql, "the counting pass's deal ranges").await?;
+        let bound = batches
+            .first()
+            .filter(|b| b.num_rows() > 0)
+            .and_then(|b| crate::layers::columns::strings(b.column(0)).ok())
+            .and_then(|v| v.into_iter().next().flatten());
+        // Equal bounds (a deal with most of the rows) make an empty range: kept once.
+        if let Some(bound) = bound
+            && bounds.last() != Some(&bound)
+        {
+            bounds.push(bound);
+        }
+    }
+    if bounds.is_empty() {
+        return Ok(whole);
+    }
+    let mut ranges = Vec::with_capacity(bounds.len() + 1);
+    let mut from = None;
+    for bound in bounds {
+        ranges.push((from, Some(bound.clone())));
+        from = Some(bound);
+    }
+    ranges.push((from, None));
+    Ok(ranges)
+}
+
+/// Fills `{{deals:COLUMN}}` with the predicate that keeps the deals whose id is in `[from, to)`
+/// (a row whose deal id is NULL is in no range, as in no slice of `fill_slice`).
+fn fill_range(sql: &str, from: Option<&str>, to: Option<&str>) -> String {
+    let lit = |v: &str| format!("'{}'", v.replace('\'', "''"));
+    let mut sql = sql.to_string();
+    while let Some(start) = sql.find("{{deals:") {
+        let Some(len) = sql[start..].find("}}") else { break };
+        let column = sql[start + 8..start + len].to_string();
+        let mut parts = vec![format!("{column} IS NOT NULL")];
+        parts.extend(from.map(|f| format!("{column} >= {}", lit(f))));
+        parts.extend(to.map(|t| format!("{column} < {}", lit(t))));
+        sql.replace_range(start..start + len + 2, &format!("({})", parts.join(" AND ")));
+    }
+    sql
+}
+
+/// The counting pass over each range of deals side by side, each in an overlay context of its
+/// own (`layers::overlay`): its whole-lake steps are windows over the deal history held in deal
+/// order, which run on one core, and a range of it filtered keeps that order (no sort). Every
+/// count is its own deal's, so the ranges' rows together are the whole pass's.
+async fn counts_by_range(
+    session: &LakeSession,
+    steps: &[(String, String)],
+    counts: &str,
+    ranges: &[(Option<String>, Option<String>)],
+) -> Result<Vec<RecordBatch>> {
+    let mut running = tokio::task::JoinSet::new();
+    for (i, (from, to)) in ranges.iter().enumerate() {
+        let ctx = crate::layers::overlay::context(&session.ctx);
+        let filled: Vec<(String, String)> = steps
+            .iter()
+            .map(|(table, step)| (table.clone(), session.fill(&fill_range(step, from.as_deref(), to.as_deref()))))
+            .collect();
+        let counts = session.fill(&fill_range(counts, from.as_deref(), to.as_deref()));
+        let label = format!("deals {} to {}", from.as_deref().unwrap_or("(first)"), to.as_deref().unwrap_or("(last)"));
+        running.spawn(async move {
+            let span = crate::layers::trace::start(format!("{COUNTS_FILE} ({label})"));
+            let failed =
+                |what: String| move |e: datafusion::error::DataFusionError| Error::Other(format!("{what}: {e}"));
+            for (table, step) in &filled {
+                let what = format!("{TRAJECTORY_FILE} (step {table}, {label}) does not run");
+                let df = ctx.sql(step).await.map_err(failed(what.clone()))?;
+                let schema = Arc::new(df.schema().as_arrow().clone());
+                let rows = df.collect().await.map_err(failed(what))?;
+                crate::layers::session::register_rows_in(&ctx, table, schema, rows)?;
+            }
+            let what = format!("{COUNTS_FILE} ({label}) does not run");
+            let df = ctx.sql(&counts).await.map_err(failed(what.clone()))?;
+            let batches = df.collect().await.map_err(failed(what))?;
+            if let Some(span) = span {
+                span.done(&format!("{} deals", batches.iter().map(|b| b.num_rows()).sum::<usize>()));
+            }
+            Ok::<_, Error>((i, batches))
+        });
+    }
+    let mut parts = Vec::with_capacity(ranges.len());
+    while let Some(done) = running.join_next().await {
+        parts.push(done.map_err(|e| Error::Other(format!("{COUNTS_FILE}: a range stopped: {e}")))??);
+    }
+    parts.sort_by_key(|(i, _)| *i);
+    Ok(parts.into_iter().flat_map(|(_, b)| b).collect())
 }
 
 /// Registers the deals to build as `WANTED_TABLE` (opportunity_id, since).
@@ -687,5 +811,36 @@ impl StepTiming {
                 s.rows
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The ranges of `fill_range` split the rows between them, each row in exactly one, a NULL
+    /// deal in none, and a bound with a quote in it is read as text.
+    #[tokio::test]
+    async fn deal_ranges_split_the_rows_with_nulls_in_none() {
+        use datafusion::arrow::array::StringArray;
+        use datafusion::arrow::datatypes::{DataType, Field, Schema};
+        let ctx = datafusion::prelude::SessionContext::new();
+        let schema = Arc::new(Schema::new(vec![Field::new("opportunity_id", DataType::Utf8, true)]));
+        let ids = StringArray::from(vec![Some("a"), Some("b'c"), Some("b'd"), None, Some("e")]);
+        let batch = RecordBatch::try_new(schema.clone(), vec![Arc::new(ids)]).expect("batch");
+        ctx.register_batch("h", batch).expect("register");
+        let sql = "SELECT COUNT(*) AS n FROM h WHERE {{deals:h.opportunity_id}}";
+        let count = |sql: String| {
+            let ctx = ctx.clone();
+            async move {
+                let b = ctx.sql(&sql).await.expect("plans").collect().await.expect("runs");
+                let c = datafusion::arrow::compute::cast(b[0].column(0), &DataType::Int64).expect("cast");
+                c.as_any().downcast_ref::<datafusion::arrow::array::Int64Array>().expect("BIGINT").value(0)
+            }
+        };
+        assert_eq!(count(fill_range(sql, None, Some("b'c"))).await, 1);
+        assert_eq!(count(fill_range(sql, Some("b'c"), Some("e"))).await, 2);
+        assert_eq!(count(fill_range(sql, Some("e"), None)).await, 1);
+        assert_eq!(count(fill_range(sql, None, None)).await, 4);
     }
 }
