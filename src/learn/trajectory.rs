@@ -536,22 +536,14 @@ async fn counts_by_range(
         let label = format!("deals {} to {}", from.as_deref().unwrap_or("(first)"), to.as_deref().unwrap_or("(last)"));
         running.spawn(async move {
             let span = crate::layers::trace::start(format!("{COUNTS_FILE} ({label})"));
-            let failed =
-                |what: String| move |e: datafusion::error::DataFusionError| Error::Other(format!("{what}: {e}"));
-            for (table, step) in &filled {
-                let what = format!("{TRAJECTORY_FILE} (step {table}, {label}) does not run");
-                let df = ctx.sql(step).await.map_err(failed(what.clone()))?;
-                let schema = Arc::new(df.schema().as_arrow().clone());
-                let rows = df.collect().await.map_err(failed(what))?;
-                crate::layers::session::register_rows_in(&ctx, table, schema, rows)?;
-            }
-            let what = format!("{COUNTS_FILE} ({label}) does not run");
-            let df = ctx.sql(&counts).await.map_err(failed(what.clone()))?;
-            let batches = df.collect().await.map_err(failed(what))?;
+            // The steps and the counts query of one range, as a trajectory slice runs its steps.
+            let out = run_slice(&ctx, None, Vec::new(), &filled, (&counts, COUNTS_FILE), 0, 1)
+                .await
+                .map_err(|e| Error::Other(format!("{e} ({label})")))?;
             if let Some(span) = span {
-                span.done(&format!("{} deals", batches.iter().map(|b| b.num_rows()).sum::<usize>()));
+                span.done(&format!("{} deals", out.rows.iter().map(|b| b.num_rows()).sum::<usize>()));
             }
-            Ok::<_, Error>((i, batches))
+            Ok::<_, Error>((i, out.rows))
         });
     }
     let mut parts = Vec::with_capacity(ranges.len());
@@ -660,7 +652,8 @@ async fn run_slices(
                 .iter()
                 .map(|(table, _, rows)| (table.to_string(), rows.schema.clone(), rows.slices[k as usize].clone()))
                 .collect();
-            let out = run_slice(&session.ctx, Some(session), inputs, &steps, &last, k, hashed).await?;
+            let out =
+                run_slice(&session.ctx, Some(session), inputs, &steps, (&last, TRAJECTORY_FILE), k, hashed).await?;
             done(&mut schema, out)?;
         }
     } else {
@@ -683,7 +676,7 @@ async fn run_slices(
                         .iter()
                         .map(|(table, schema, slices)| (table.clone(), schema.clone(), slices[k as usize].clone()))
                         .collect();
-                    let out = run_slice(&ctx, None, inputs, &steps, &last, k, 1).await;
+                    let out = run_slice(&ctx, None, inputs, &steps, (&last, TRAJECTORY_FILE), k, 1).await;
                     let failed = out.is_err();
                     if tx.send(out).await.is_err() || failed {
                         break;
@@ -735,7 +728,7 @@ async fn run_slice(
     session: Option<&LakeSession>,
     inputs: Vec<SliceInput>,
     steps: &[(String, String)],
-    last: &str,
+    (last, last_source): (&str, &str),
     k: i64,
     hashed: i64,
 ) -> Result<SliceOut> {
@@ -766,10 +759,10 @@ async fn run_slice(
         register(table, step_schema, rows).await?;
     }
     let t = std::time::Instant::now();
-    let df = ctx.sql(&fill_slice(last, k, hashed)).await.map_err(plan_err(TRAJECTORY_FILE.to_string()))?;
+    let df = ctx.sql(&fill_slice(last, k, hashed)).await.map_err(plan_err(last_source.to_string()))?;
     let planned = t.elapsed();
     let schema = Arc::new(df.schema().as_arrow().clone());
-    let rows = df.collect().await.map_err(run)?;
+    let rows = df.collect().await.map_err(|e| Error::Other(format!("{last_source} does not run: {e}")))?;
     timing.push(("trajectory".to_string(), planned, t.elapsed() - planned, rows.iter().map(|b| b.num_rows()).sum()));
     Ok(SliceOut { schema, rows, timing })
 }
