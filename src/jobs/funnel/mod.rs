@@ -161,15 +161,16 @@ pub async fn entity_sql(
         .filter(|n| n != "entity_id" && n != "entered_at")
         .collect();
 
-    // Entities and each step's first reaches are computed one at a time and held (a few columns
-    // each), so the as-of views behind them never run side by side in one plan: at 1M deals one
-    // combined plan needed more than 24 GB.
+    // The entities and every step's first reaches (one aggregate over the union of the steps'
+    // reaches, a column per step) are held, each once, from the staged tables `warm_for` holds.
+    // One table of reaches replaced one per step, each counted, checked and then joined to the
+    // entities on its own: on a million deals the five joins took a second.
     let catalog = ctx.catalog("datafusion").ok_or_else(|| Error::Other("no default catalog".into()))?;
     if catalog.schema("work").is_none() {
         catalog.register_schema("work", Arc::new(datafusion::catalog::MemorySchemaProvider::new()))?;
     }
-    let hold = |name: String, sql: String, what: &'static str| async move {
-        let df = ctx.sql(&sql).await.map_err(|e| plan_err(what, e))?.cache().await?;
+    let hold = |name: String, sql: String, what: String| async move {
+        let df = ctx.sql(&sql).await.map_err(|e| plan_err(&what, e))?.cache().await?;
         ctx.deregister_table(format!("work.{name}").as_str())?;
         ctx.register_table(format!("work.{name}").as_str(), df.into_view())?;
         Ok::<String, Error>(format!("work.{name}"))
@@ -179,54 +180,65 @@ pub async fn entity_sql(
     let mut queries = vec![entities.clone()];
     queries.extend(journey.steps.iter().map(|s| session.fill(&s.reached)));
     crate::layers::shared::warm_for(session, &queries).await?;
-    let e_table = hold(format!("{}_entities", journey.name), entities, "entities").await?;
-    let mut held: Vec<Option<(String, i64)>> = Vec::new();
+    let mut present: Vec<usize> = Vec::new();
+    let mut branches = Vec::new();
     let mut skipped = Vec::new();
     for (k, step) in journey.steps.iter().enumerate() {
         let missing = session.missing(&step.needs);
         if k > 0 && !missing.is_empty() {
             skipped.push(format!("step {} skipped: needs {}", step.name, missing.join("; ")));
-            held.push(None);
             continue;
         }
-        let reached = format!(
-            "SELECT CAST(entity_id AS VARCHAR) AS entity_id, MIN(CAST(reached_at AS TIMESTAMP(6))) AS t FROM ({}) AS q GROUP BY 1",
+        let branch = format!(
+            "SELECT CAST(entity_id AS VARCHAR) AS entity_id, CAST(reached_at AS TIMESTAMP(6)) AS t, CAST({k} AS INT) AS k FROM ({}) AS q",
             session.fill(&step.reached)
         );
-        let table = hold(format!("{}_step{k}", journey.name), reached, "a step").await?;
-        let count = count_rows(session, &table).await?;
-        held.push(Some((table, count)));
+        // Planned alone first, so a step that does not plan is named.
+        ctx.sql(&branch).await.map_err(|e| plan_err(&format!("step {}", step.name), e))?;
+        branches.push(branch);
+        present.push(k);
     }
-    let reached_later = |k: usize| held[k + 1..].iter().flatten().any(|(_, c)| *c > 0);
+    let firsts: Vec<String> = present.iter().map(|k| format!("MIN(CASE WHEN k = {k} THEN t END) AS r{k}")).collect();
+    let reaches_sql =
+        format!("SELECT entity_id, {} FROM ({}) AS u GROUP BY 1", firsts.join(", "), branches.join(" UNION ALL "));
+    let (e_table, reaches) = futures::try_join!(
+        hold(format!("{}_entities", journey.name), entities, "entities".into()),
+        hold(format!("{}_reaches", journey.name), reaches_sql, "the steps".into()),
+    )?;
+    // Entities (of any id, as each step's query returns them) with a first reach of each step.
+    let counts = present.iter().map(|k| format!("COUNT(r{k})")).collect::<Vec<_>>().join(", ");
+    let counted =
+        session.collect_declared(&format!("SELECT {counts} FROM {reaches}"), "the funnel's step counts").await?;
+    let mut held: Vec<Option<i64>> = vec![None; journey.steps.len()];
+    for (at, k) in present.iter().enumerate() {
+        let count = counted.first().map(|b| cast(b.column(at), &DataType::Int64)).transpose()?;
+        held[*k] = Some(count.and_then(|c| c.as_any().downcast_ref::<Int64Array>().map(|a| a.value(0))).unwrap_or(0));
+    }
+    let reached_later = |k: usize| held[k + 1..].iter().flatten().any(|c| *c > 0);
     let mut kept = Vec::new();
     for (k, h) in held.iter().enumerate() {
         match h {
-            Some((_, 0)) if k > 0 && reached_later(k) => skipped.push(format!(
+            Some(0) if k > 0 && reached_later(k) => skipped.push(format!(
                 "step {} skipped: no entity reached it while later steps were reached, so this lake does not record it",
                 journey.steps[k].name
             )),
             // A stand-in is only called on enough reaches that coincidence cannot explain it.
-            Some((table, count)) if k > 0 && *count >= MIN_PROXY_REACHES => {
-                let later: Vec<(usize, &str)> = held
-                    .iter()
-                    .enumerate()
-                    .skip(k + 1)
-                    .filter_map(|(i, h)| Some((i, h.as_ref()?.0.as_str())))
-                    .collect();
-                match proxy_of(session, table, &later).await? {
+            Some(count) if k > 0 && *count >= MIN_PROXY_REACHES => {
+                let later: Vec<usize> = (k + 1..held.len()).filter(|i| held[*i].is_some()).collect();
+                match proxy_of(session, &reaches, k, &later).await? {
                     Some(j) => skipped.push(format!(
                         "step {} skipped: each of its {count} reaches is at the very instant of a later step's ({}), so this lake records it only as that step",
                         journey.steps[k].name, journey.steps[j].name
                     )),
-                    None => kept.push((k, table.clone())),
+                    None => kept.push(k),
                 }
             }
-            Some((table, _)) => kept.push((k, table.clone())),
+            Some(_) => kept.push(k),
             None => {}
         }
     }
     let mut effective = journey.clone();
-    effective.steps = kept.iter().map(|(k, _)| journey.steps[*k].clone()).collect();
+    effective.steps = kept.iter().map(|k| journey.steps[*k].clone()).collect();
     let n = effective.steps.len();
     if n < 2 {
         return Err(Error::Other(format!(
@@ -236,19 +248,18 @@ pub async fn entity_sql(
         )));
     }
     let journey = &effective;
-    let mut sql = format!("WITH e AS (SELECT * FROM {e_table})");
-    for (j, (_, table)) in kept.iter().enumerate() {
-        sql.push_str(&format!(", s{j} AS (SELECT * FROM {table})"));
-    }
+    let mut sql = format!("WITH e AS (SELECT * FROM {e_table}), s AS (SELECT * FROM {reaches})");
     let mut select = vec![
         "CAST(e.entity_id AS VARCHAR) AS entity_id".to_string(),
         "CAST(e.entered_at AS TIMESTAMP(6)) AS entered_at".into(),
     ];
     select.extend(dims.iter().map(|d| format!("e.{}", quote(d))));
-    select.extend((0..n).map(|k| format!("s{k}.t AS r{k}")));
-    let joins: String =
-        (0..n).map(|k| format!(" LEFT JOIN s{k} ON s{k}.entity_id = CAST(e.entity_id AS VARCHAR)")).collect();
-    sql.push_str(&format!(", w0 AS (SELECT {}, s0.t AS t0 FROM e{joins})", select.join(", ")));
+    select.extend(kept.iter().enumerate().map(|(j, k)| format!("s.r{k} AS r{j}")));
+    sql.push_str(&format!(
+        ", w0 AS (SELECT {}, s.r{} AS t0 FROM e LEFT JOIN s ON s.entity_id = CAST(e.entity_id AS VARCHAR))",
+        select.join(", "),
+        kept[0]
+    ));
     // Windows still open are judged at the as-of date, or now for a run on everything landed.
     let end =
         if session.as_of.0.is_some() { session.as_of.end_literal() } else { "CAST(now() AS TIMESTAMP(6))".into() };
@@ -272,21 +283,17 @@ const MIN_PROXY_REACHES: i64 = 20;
 
 /// Whether every reach of a step coincides (same entity, same instant) with the reach of one later
 /// step: then the step carries no timing of its own (Olist's 'Converted' status stands in for
-/// "sales-qualified" at the moment the deal is won). Returns that later step's index.
-async fn proxy_of(session: &LakeSession, step: &str, later: &[(usize, &str)]) -> Result<Option<usize>> {
-    for &(j, other) in later {
-        let sql = format!(
-            "SELECT COUNT(*) FROM {step} AS s LEFT JOIN {other} AS o ON o.entity_id = s.entity_id AND o.t = s.t WHERE o.entity_id IS NULL"
-        );
+/// "sales-qualified" at the moment the deal is won). `reaches` holds each step's first reach per
+/// entity as column r<k>. Returns that later step's index.
+async fn proxy_of(session: &LakeSession, reaches: &str, step: usize, later: &[usize]) -> Result<Option<usize>> {
+    for &j in later {
+        let sql =
+            format!("SELECT COUNT(*) FROM {reaches} WHERE r{step} IS NOT NULL AND (r{j} IS NULL OR r{j} <> r{step})");
         if count_query(session, &sql).await? == 0 {
             return Ok(Some(j));
         }
     }
     Ok(None)
-}
-
-async fn count_rows(session: &LakeSession, table: &str) -> Result<i64> {
-    count_query(session, &format!("SELECT COUNT(*) FROM {table}")).await
 }
 
 async fn count_query(session: &LakeSession, sql: &str) -> Result<i64> {
@@ -298,10 +305,7 @@ async fn count_query(session: &LakeSession, sql: &str) -> Result<i64> {
 /// Drops the held tables of `entity_sql`.
 pub fn release_work(session: &LakeSession, journey: &Journey) -> Result<()> {
     session.ctx.deregister_table(format!("work.{}_entities", journey.name).as_str())?;
-    for k in 0..journey.steps.len() {
-        // A step skipped for its needs was never held; deregistering it is a no-op.
-        session.ctx.deregister_table(format!("work.{}_step{k}", journey.name).as_str())?;
-    }
+    session.ctx.deregister_table(format!("work.{}_reaches", journey.name).as_str())?;
     Ok(())
 }
 
@@ -331,73 +335,77 @@ pub async fn compute(
     let mut rows = Vec::new();
     let mut cells: Vec<(String, String)> = vec![("(all)".into(), "'(all)'".into())];
     cells.extend(dims.iter().map(|d| (d.clone(), format!("COALESCE(CAST({} AS VARCHAR), '(unknown)')", quote(d)))));
+    // One pass over the entities per breakdown: every step's counts and times to convert are
+    // columns of one aggregate (a union of one aggregate per step read the entities n times).
+    let mut aggregates: Vec<String> = (0..n).map(|k| format!("COUNT(t{k}) AS e{k}")).collect();
+    for k in 1..n {
+        aggregates.push(format!("CAST(SUM(CASE WHEN oo{k} THEN 1 ELSE 0 END) AS BIGINT) AS oo{k}"));
+        aggregates.push(format!("CAST(SUM(CASE WHEN open{k} THEN 1 ELSE 0 END) AS BIGINT) AS open{k}"));
+    }
+    for k in 0..n - 1 {
+        aggregates.push(format!("percentile_cont(0.5) WITHIN GROUP (ORDER BY d{k}) AS p50_{k}"));
+        aggregates.push(format!("percentile_cont(0.9) WITHIN GROUP (ORDER BY d{k}) AS p90_{k}"));
+    }
+    let days: Vec<String> = (0..n - 1)
+        .map(|k| format!("(date_part('epoch', t{}) - date_part('epoch', t{k})) / 86400.0 AS d{k}", k + 1))
+        .collect();
     for (dimension, value_expr) in &cells {
-        let mut parts = Vec::new();
-        for k in 0..n {
-            let next = k + 1;
-            let (converted, oo, open, days) = if next < n {
-                (
-                    format!("COUNT(t{next})"),
-                    format!("SUM(CASE WHEN oo{next} THEN 1 ELSE 0 END)"),
-                    format!("SUM(CASE WHEN open{next} THEN 1 ELSE 0 END)"),
-                    format!("(date_part('epoch', t{next}) - date_part('epoch', t{k})) / 86400.0"),
-                )
-            } else {
-                ("CAST(NULL AS BIGINT)".into(), "0".into(), "0".into(), "CAST(NULL AS DOUBLE)".into())
-            };
-            parts.push(format!(
-                "SELECT {value_expr} AS value, CAST({k} AS BIGINT) AS step_index, COUNT(t{k}) AS entered, {converted} AS converted, \
-                 CAST({oo} AS BIGINT) AS out_of_order, CAST({open} AS BIGINT) AS in_window, \
-                 percentile_cont(0.5) WITHIN GROUP (ORDER BY d) AS median_days, \
-                 percentile_cont(0.9) WITHIN GROUP (ORDER BY d) AS p90_days \
-                 FROM (SELECT *, {days} AS d FROM {view}) AS x GROUP BY 1"
-            ));
-        }
-        let q = format!("{} ORDER BY value, step_index", parts.join(" UNION ALL "));
+        let q = format!(
+            "SELECT {value_expr} AS value, {} FROM (SELECT *, {} FROM {view}) AS x GROUP BY 1 ORDER BY value",
+            aggregates.join(", "),
+            days.join(", ")
+        );
         let span = crate::layers::trace::start(format!("journey {}: step counts by {dimension}", journey.name));
         let batches = ctx.sql(&q).await.map_err(|e| plan_err("the step counts", e))?.collect().await?;
         if let Some(span) = span {
-            span.done(&format!("{} rows", batches.iter().map(|b| b.num_rows()).sum::<usize>()));
+            span.done(&format!("{} values", batches.iter().map(|b| b.num_rows()).sum::<usize>()));
         }
         let mut cell_rows: Vec<StepRow> = Vec::new();
         for b in &batches {
             let value = cast(b.column(0), &DataType::Utf8)?;
             let value = value.as_any().downcast_ref::<StringArray>().expect("utf8");
-            let int = |i: usize| {
-                cast(b.column(i), &DataType::Int64)
-                    .map(|a| a.as_any().downcast_ref::<Int64Array>().expect("i64").clone())
+            let column = |name: String, to: &DataType| -> Result<ArrayRef> {
+                let at = b.schema().index_of(&name)?;
+                Ok(cast(b.column(at), to)?)
             };
-            let float = |i: usize| {
-                cast(b.column(i), &DataType::Float64)
-                    .map(|a| a.as_any().downcast_ref::<Float64Array>().expect("f64").clone())
+            let int = |name: String| -> Result<Int64Array> {
+                Ok(column(name, &DataType::Int64)?.as_any().downcast_ref::<Int64Array>().expect("i64").clone())
             };
-            let (idx, entered, converted, oo, open) = (int(1)?, int(2)?, int(3)?, int(4)?, int(5)?);
-            let (median, p90) = (float(6)?, float(7)?);
+            let float = |name: String| -> Result<Float64Array> {
+                Ok(column(name, &DataType::Float64)?.as_any().downcast_ref::<Float64Array>().expect("f64").clone())
+            };
+            let entered = (0..n).map(|k| int(format!("e{k}"))).collect::<Result<Vec<_>>>()?;
+            let oo = (1..n).map(|k| int(format!("oo{k}"))).collect::<Result<Vec<_>>>()?;
+            let open = (1..n).map(|k| int(format!("open{k}"))).collect::<Result<Vec<_>>>()?;
+            let p50 = (0..n - 1).map(|k| float(format!("p50_{k}"))).collect::<Result<Vec<_>>>()?;
+            let p90 = (0..n - 1).map(|k| float(format!("p90_{k}"))).collect::<Result<Vec<_>>>()?;
             for r in 0..b.num_rows() {
-                let k = idx.value(r) as usize;
-                let opt_i = |a: &Int64Array| (!a.is_null(r)).then(|| a.value(r));
                 let opt_f = |a: &Float64Array| (!a.is_null(r)).then(|| a.value(r));
-                let e = entered.value(r);
-                let c = opt_i(&converted);
-                cell_rows.push(StepRow {
-                    journey: journey.name.clone(),
-                    dimension: dimension.clone(),
-                    value: value.value(r).to_string(),
-                    step_index: k as i64 + 1,
-                    step: journey.steps[k].name.clone(),
-                    next_step: journey.steps.get(k + 1).map(|s| s.name.clone()),
-                    entered: e,
-                    converted: c,
-                    rate: c.and_then(|c| (e > 0).then(|| c as f64 / e as f64)),
-                    ci_low: c.and_then(|c| wilson(c, e)).map(|w| w.0),
-                    ci_high: c.and_then(|c| wilson(c, e)).map(|w| w.1),
-                    from_first: None,
-                    median_days: opt_f(&median),
-                    p90_days: opt_f(&p90),
-                    drop_off: c.map(|c| e - c),
-                    out_of_order: opt_i(&oo).unwrap_or(0),
-                    in_window: opt_i(&open).unwrap_or(0),
-                });
+                let opt_i = |a: &Int64Array| (!a.is_null(r)).then(|| a.value(r));
+                for k in 0..n {
+                    let e = entered[k].value(r);
+                    let last = k + 1 == n;
+                    let c = (!last).then(|| entered[k + 1].value(r));
+                    cell_rows.push(StepRow {
+                        journey: journey.name.clone(),
+                        dimension: dimension.clone(),
+                        value: value.value(r).to_string(),
+                        step_index: k as i64 + 1,
+                        step: journey.steps[k].name.clone(),
+                        next_step: journey.steps.get(k + 1).map(|s| s.name.clone()),
+                        entered: e,
+                        converted: c,
+                        rate: c.and_then(|c| (e > 0).then(|| c as f64 / e as f64)),
+                        ci_low: c.and_then(|c| wilson(c, e)).map(|w| w.0),
+                        ci_high: c.and_then(|c| wilson(c, e)).map(|w| w.1),
+                        from_first: None,
+                        median_days: if last { None } else { opt_f(&p50[k]) },
+                        p90_days: if last { None } else { opt_f(&p90[k]) },
+                        drop_off: c.map(|c| e - c),
+                        out_of_order: if last { 0 } else { opt_i(&oo[k]).unwrap_or(0) },
+                        in_window: if last { 0 } else { opt_i(&open[k]).unwrap_or(0) },
+                    });
+                }
             }
         }
         // Share of the cell's first-step entities that reached each step.
