@@ -221,6 +221,9 @@ impl TableProvider for SharedTable {
         if let Some(plan) = self.served(&wanted)? {
             return Ok(plan);
         }
+        if self.order.is_empty() && streamed().lock().expect("streamed lock").contains_key(&self.key) {
+            return self.view.scan(state, Some(&wanted), &[], None).await;
+        }
         let lock = self.lock();
         let _guard = lock.lock().await;
         // Another query may have computed it while this one waited.
@@ -650,6 +653,7 @@ pub async fn warm_for(session: &LakeSession, queries: &[String]) -> crate::error
         let Ok(plan) = df.into_optimized_plan() else { continue };
         scanned(&plan, &mut used)?;
     }
+    let direct: std::collections::BTreeSet<String> = used.keys().cloned().collect();
     // And what the views among them read of other shared tables, with only the columns read of
     // the views: staging.lead reads the id of staging.lead_history, which the funnel's own queries
     // do not, and computed it again for that column (and its known table whole).
@@ -680,6 +684,22 @@ pub async fn warm_for(session: &LakeSession, queries: &[String]) -> crate::error
         }
         pending.extend(used.iter().filter(|(t, c)| before.get(*t) != Some(*c)).map(|(t, _)| t.clone()));
     }
+    // A known table that one staging table alone reads here (and no query directly) is not held:
+    // its rows stream into that staging table's computation, which holds them as it keeps them.
+    // Held, each of the funnel's four known tables was stored (as dictionaries) and then read
+    // back to be stored again, as a staging table that is mostly the same rows.
+    let readers = |t: &String| reads.values().filter(|r| r.contains(t)).count();
+    let streamed: Vec<String> = used
+        .keys()
+        .filter(|t| {
+            t.starts_with("known.") && !direct.contains(*t) && readers(t) == 1 && !is_held(session.fingerprint, t)
+        })
+        .cloned()
+        .collect();
+    for t in &streamed {
+        used.remove(t);
+    }
+    let streaming = Streaming::start(session.fingerprint, &streamed);
     // Several staging tables read the same known table (staging.opportunity and
     // staging.opportunity_history both read the deal history): it is kept while they are all
     // computed, then dropped.
@@ -736,8 +756,44 @@ pub async fn warm_for(session: &LakeSession, queries: &[String]) -> crate::error
         }
     }
     KEEP_KNOWN.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    drop(streaming);
     drop_known_since(session.fingerprint, &before);
     Ok(())
+}
+
+/// The tables of `warm_for` read as they are computed, not held (see there), while it runs.
+static STREAMED: OnceLock<Mutex<HashMap<(u64, String), usize>>> = OnceLock::new();
+
+fn streamed() -> &'static Mutex<HashMap<(u64, String), usize>> {
+    STREAMED.get_or_init(Default::default)
+}
+
+/// Tables marked as streamed until dropped (counted: two warmings at once may mark one table).
+struct Streaming(Vec<(u64, String)>);
+
+impl Streaming {
+    fn start(fingerprint: u64, tables: &[String]) -> Streaming {
+        let keys: Vec<(u64, String)> = tables.iter().map(|t| (fingerprint, t.clone())).collect();
+        let mut s = streamed().lock().expect("streamed lock");
+        for k in &keys {
+            *s.entry(k.clone()).or_default() += 1;
+        }
+        Streaming(keys)
+    }
+}
+
+impl Drop for Streaming {
+    fn drop(&mut self) {
+        let mut s = streamed().lock().expect("streamed lock");
+        for k in &self.0 {
+            if let Some(n) = s.get_mut(k) {
+                *n -= 1;
+                if *n == 0 {
+                    s.remove(k);
+                }
+            }
+        }
+    }
 }
 
 /// How many tables, one reading the next, are computed before `table` among those `warm_for`

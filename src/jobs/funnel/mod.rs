@@ -131,7 +131,7 @@ pub struct StepRow {
 /// entity reached while a later step was reached (its data is not in this lake: under the ordered
 /// rule nobody could pass it), or whose every reach is at the instant of a later step's (a proxy
 /// of that step, not a step of its own), is skipped and said, never counted as zero. It reads
-/// `work.<journey>_*` tables computed here; `release_work` drops them.
+/// `work.<journey>_reaches`, computed here; `release_work` drops it.
 pub async fn entity_sql(
     session: &LakeSession,
     journey: &Journey,
@@ -161,8 +161,8 @@ pub async fn entity_sql(
         .filter(|n| n != "entity_id" && n != "entered_at")
         .collect();
 
-    // The entities and every step's first reaches (one aggregate over the union of the steps'
-    // reaches, a column per step) are held, each once, from the staged tables `warm_for` holds.
+    // Every step's first reaches (one aggregate over the union of the steps' reaches, a column
+    // per step) are held, from the staged tables `warm_for` holds.
     // One table of reaches replaced one per step, each counted, checked and then joined to the
     // entities on its own: on a million deals the five joins took a second.
     let catalog = ctx.catalog("datafusion").ok_or_else(|| Error::Other("no default catalog".into()))?;
@@ -201,10 +201,7 @@ pub async fn entity_sql(
     let firsts: Vec<String> = present.iter().map(|k| format!("MIN(CASE WHEN k = {k} THEN t END) AS r{k}")).collect();
     let reaches_sql =
         format!("SELECT entity_id, {} FROM ({}) AS u GROUP BY 1", firsts.join(", "), branches.join(" UNION ALL "));
-    let (e_table, reaches) = futures::try_join!(
-        hold(format!("{}_entities", journey.name), entities, "entities".into()),
-        hold(format!("{}_reaches", journey.name), reaches_sql, "the steps".into()),
-    )?;
+    let reaches = hold(format!("{}_reaches", journey.name), reaches_sql, "the steps".into()).await?;
     // Entities (of any id, as each step's query returns them) with a first reach of each step.
     let counts = present.iter().map(|k| format!("COUNT(r{k})")).collect::<Vec<_>>().join(", ");
     let counted =
@@ -248,7 +245,8 @@ pub async fn entity_sql(
         )));
     }
     let journey = &effective;
-    let mut sql = format!("WITH e AS (SELECT * FROM {e_table}), s AS (SELECT * FROM {reaches})");
+    // The entities are read here only, so they are computed in this query, not held first.
+    let mut sql = format!("WITH e AS ({entities}), s AS (SELECT * FROM {reaches})");
     let mut select = vec![
         "CAST(e.entity_id AS VARCHAR) AS entity_id".to_string(),
         "CAST(e.entered_at AS TIMESTAMP(6)) AS entered_at".into(),
@@ -304,7 +302,6 @@ async fn count_query(session: &LakeSession, sql: &str) -> Result<i64> {
 
 /// Drops the held tables of `entity_sql`.
 pub fn release_work(session: &LakeSession, journey: &Journey) -> Result<()> {
-    session.ctx.deregister_table(format!("work.{}_entities", journey.name).as_str())?;
     session.ctx.deregister_table(format!("work.{}_reaches", journey.name).as_str())?;
     Ok(())
 }
