@@ -8,6 +8,7 @@
 pub mod cluster;
 pub mod columns;
 pub mod known;
+pub mod last_by;
 pub mod marts;
 pub mod ordered;
 pub mod org;

@@ -52,6 +52,7 @@ impl LakeSession {
             .with_default_features()
             .build();
         let ctx = SessionContext::new_with_state(engine_state(state, &lake.engine)?);
+        crate::layers::last_by::register(&ctx);
         lake.register(&ctx);
         let catalog = ctx.catalog("datafusion").ok_or_else(|| Error::Other("no default catalog".into()))?;
         for (schema, _) in SCHEMAS {

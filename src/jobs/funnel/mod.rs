@@ -170,9 +170,8 @@ pub async fn entity_sql(
         catalog.register_schema("work", Arc::new(datafusion::catalog::MemorySchemaProvider::new()))?;
     }
     let hold = |name: String, sql: String, what: String| async move {
-        let df = ctx.sql(&sql).await.map_err(|e| plan_err(&what, e))?.cache().await?;
-        ctx.deregister_table(format!("work.{name}").as_str())?;
-        ctx.register_table(format!("work.{name}").as_str(), df.into_view())?;
+        let df = ctx.sql(&sql).await.map_err(|e| plan_err(&what, e))?;
+        hold_rows(session, &format!("work.{name}"), df).await?;
         Ok::<String, Error>(format!("work.{name}"))
     };
     // Every step is read in its own query below: the staged tables they share are computed once,
@@ -276,6 +275,22 @@ pub async fn entity_sql(
     Ok((sql, dims, Effective { journey: effective.clone(), skipped }))
 }
 
+/// Computes a query's rows once and registers them as `name` for the queries that follow: held
+/// in memory, or on a cluster (where `DataFrame::cache` computes nothing, so every later plan
+/// carried the whole query: the breakdowns over the steps' union outgrew what a plan may nest,
+/// DecodeError RecursionLimitReached) written as a scratch Parquet listing.
+async fn hold_rows(session: &LakeSession, name: &str, df: datafusion::prelude::DataFrame) -> Result<()> {
+    let ctx = &session.ctx;
+    ctx.deregister_table(name)?;
+    if session.lake.engine.is_cluster() {
+        let schema = Arc::new(df.schema().as_arrow().clone());
+        let batches = df.collect().await?;
+        return session.register_rows(name, schema, batches).await;
+    }
+    ctx.register_table(name, df.cache().await?.into_view())?;
+    Ok(())
+}
+
 /// Reaches a step needs before "all at a later step's instant" is read as a stand-in for it.
 const MIN_PROXY_REACHES: i64 = 20;
 
@@ -322,12 +337,11 @@ pub async fn compute(
     let journey = &effective.journey;
     let n = journey.steps.len();
     let span = crate::layers::trace::start(format!("journey {}: its entities and step times", journey.name));
-    let wide = ctx.sql(&sql).await.map_err(|e| plan_err("its steps", e))?.cache().await?;
+    let view = format!("funnel_entities_{}", journey.name);
+    hold_rows(session, &view, ctx.sql(&sql).await.map_err(|e| plan_err("its steps", e))?).await?;
     if let Some(span) = span {
         span.done("");
     }
-    let view = format!("funnel_entities_{}", journey.name);
-    ctx.register_table(view.as_str(), wide.into_view())?;
 
     let mut rows = Vec::new();
     let mut cells: Vec<(String, String)> = vec![("(all)".into(), "'(all)'".into())];
