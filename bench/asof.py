@@ -20,6 +20,8 @@ TABLES = {
     "event": (["id"], "created_date"),
     "lead": (["id"], "created_date"),
     "lead_history": (["id"], "created_date"),
+    "user": (["id"], "created_date"),
+    "user_role": (["id"], None),
 }
 
 
