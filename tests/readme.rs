@@ -285,9 +285,10 @@ fn every_readme_command_runs_and_prints_figures_that_check_out() {
             ("bench", _) => {
                 assert!(r.stdout.contains("staging") && r.stdout.contains("funnel"), "{}", r.stdout);
                 if argv.contains(&"--duckdb") {
-                    // The bench fails unless DuckDB's counts equal ours; both are listed.
-                    assert!(r.stdout.contains("same counts (10 tables"), "{}", r.stdout);
-                    assert!(r.stdout.contains("same counts: ["), "{}", r.stdout);
+                    // The bench fails unless DuckDB's counts (and the funnel's every published
+                    // cell) equal ours; both are listed.
+                    assert!(r.stdout.contains("same counts (12 tables"), "{}", r.stdout);
+                    assert!(r.stdout.contains("cells (steps and breakdowns, counts and days)"), "{}", r.stdout);
                 }
                 let report = root.path().join("BENCHMARKS-run");
                 let md = std::fs::read_to_string(report.with_extension("md")).unwrap();

@@ -70,6 +70,8 @@ const COUNTED: &[&str] = &[
     "event",
     "lead",
     "lead_history",
+    "user",
+    "user_role",
 ];
 
 const PIPELINE: &str = "SELECT stage_name, COUNT(*) AS deals, SUM(amount) AS amount FROM staging.opportunity \
