@@ -54,14 +54,12 @@ impl Landed {
 /// Lists and inspects every contract table: which files landed, their format and schema, and every
 /// way they break the contract (collected, not stopped at the first).
 pub async fn inspect(lake: &Lake, contract: &Contract) -> Result<Vec<Landed>> {
-    // The tables side by side, and each table's files (below): one after another, the million-deal
-    // lake's 1,281 Parquet footers took a quarter of a second to read locally before any query
-    // ran, and each is a round trip on an object store.
-    futures::future::try_join_all(contract.tables.iter().map(|table| inspect_table(lake, table))).await
+    let mut out = Vec::new();
+    for table in &contract.tables {
+        out.push(inspect_table(lake, table).await?);
+    }
+    Ok(out)
 }
-
-/// Footers (or headers) read at once per table.
-const READ_AT_ONCE: usize = 16;
 
 async fn inspect_table(lake: &Lake, table: &Table) -> Result<Landed> {
     let mut landed = Landed {
@@ -165,19 +163,13 @@ async fn parquet_schemas(
     files: &[ObjectMeta],
     problems: &mut Vec<ContractProblem>,
 ) -> Vec<(String, SchemaRef)> {
-    use futures::StreamExt;
-    let read: Vec<_> = futures::stream::iter(files.iter().map(|item| async move {
+    let mut schemas = Vec::new();
+    for item in files {
+        let rel = lake.relative(&item.location);
         #[allow(deprecated)]
         let reader = ParquetObjectReader::new(lake.store.clone(), item.location.clone()).with_file_size(item.size);
-        (lake.relative(&item.location), ParquetRecordBatchStreamBuilder::new(reader).await.map(|b| b.schema().clone()))
-    }))
-    .buffered(READ_AT_ONCE)
-    .collect()
-    .await;
-    let mut schemas = Vec::new();
-    for (rel, read) in read {
-        match read {
-            Ok(schema) => schemas.push((rel, schema)),
+        match ParquetRecordBatchStreamBuilder::new(reader).await {
+            Ok(builder) => schemas.push((rel, builder.schema().clone())),
             Err(e) => problems.push(problem(
                 table,
                 Some(&rel),
