@@ -343,7 +343,6 @@ pub async fn compute(
         span.done("");
     }
 
-    let mut rows = Vec::new();
     let mut cells: Vec<(String, String)> = vec![("(all)".into(), "'(all)'".into())];
     cells.extend(dims.iter().map(|d| (d.clone(), format!("COALESCE(CAST({} AS VARCHAR), '(unknown)')", quote(d)))));
     // One pass over the entities per breakdown: every step's counts and times to convert are
@@ -360,7 +359,14 @@ pub async fn compute(
     let days: Vec<String> = (0..n - 1)
         .map(|k| format!("(date_part('epoch', t{}) - date_part('epoch', t{k})) / 86400.0 AS d{k}", k + 1))
         .collect();
-    for (dimension, value_expr) in &cells {
+    // The breakdowns, the period comparison and the cohorts each read the held entities and
+    // nothing else: they run side by side (at 100k deals each is a few small queries that leave
+    // the cores idle between them), and the rows come out in the breakdowns' order.
+    let aggregates = &aggregates;
+    let days = &days;
+    let view_name = &view;
+    let breakdowns = futures::future::try_join_all(cells.iter().map(|(dimension, value_expr)| async move {
+        let view = view_name;
         let q = format!(
             "SELECT {value_expr} AS value, {} FROM (SELECT *, {} FROM {view}) AS x GROUP BY 1 ORDER BY value",
             aggregates.join(", "),
@@ -425,18 +431,26 @@ pub async fn compute(
         for r in &mut cell_rows {
             r.from_first = firsts.get(&r.value).filter(|f| **f > 0).map(|f| r.entered as f64 / *f as f64);
         }
-        rows.extend(cell_rows);
-    }
-    let span = crate::layers::trace::start(format!("journey {}: periods", journey.name));
-    let periods = period_comparison(session, journey, &view, cal).await?;
-    if let Some(span) = span {
-        span.done(&format!("{} rows", periods.len()));
-    }
-    let span = crate::layers::trace::start(format!("journey {}: cohorts", journey.name));
-    let cohorts = cohort_table(session, journey, &view).await?;
-    if let Some(span) = span {
-        span.done(&format!("{} rows", cohorts.len()));
-    }
+        Ok::<Vec<StepRow>, Error>(cell_rows)
+    }));
+    let periods = async {
+        let span = crate::layers::trace::start(format!("journey {}: periods", journey.name));
+        let periods = period_comparison(session, journey, &view, cal).await?;
+        if let Some(span) = span {
+            span.done(&format!("{} rows", periods.len()));
+        }
+        Ok::<_, Error>(periods)
+    };
+    let cohorts = async {
+        let span = crate::layers::trace::start(format!("journey {}: cohorts", journey.name));
+        let cohorts = cohort_table(session, journey, &view).await?;
+        if let Some(span) = span {
+            span.done(&format!("{} rows", cohorts.len()));
+        }
+        Ok::<_, Error>(cohorts)
+    };
+    let (cells_rows, periods, cohorts) = futures::future::try_join3(breakdowns, periods, cohorts).await?;
+    let rows: Vec<StepRow> = cells_rows.into_iter().flatten().collect();
     ctx.deregister_table(view.as_str())?;
     release_work(session, declared)?;
     Ok(Computed { steps: rows, periods, cohorts, skipped: effective.skipped })
