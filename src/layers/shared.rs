@@ -718,15 +718,16 @@ pub async fn warm_for(session: &LakeSession, queries: &[String]) -> crate::error
     let mut waiting: std::collections::VecDeque<(String, Vec<String>)> = used.into();
     let warmed: std::collections::BTreeSet<String> = waiting.iter().map(|(t, _)| t.clone()).collect();
     // Of the tables ready, the one with the longest chain of tables computed before it starts
-    // first: staging.lead (computed from staging.lead_history, itself from its known table) is
-    // one ordered pass on one core, and started after the deal tables it ran alone at the end.
+    // first: staging.lead (computed from staging.lead_history), then one sort on one core, started
+    // after the deal tables and ran alone at the end.
     let mut depth: std::collections::BTreeMap<String, usize> = Default::default();
     for (table, _) in &waiting {
         chain_depth(table, &reads, &warmed, &mut depth, 0);
     }
     let mut done: std::collections::BTreeSet<String> = Default::default();
     let mut running = tokio::task::JoinSet::new();
-    while !waiting.is_empty() || !running.is_empty() {
+    let mut failed = None;
+    while failed.is_none() && (!waiting.is_empty() || !running.is_empty()) {
         while running.len() < at_once {
             let ready = waiting
                 .iter()
@@ -749,16 +750,20 @@ pub async fn warm_for(session: &LakeSession, queries: &[String]) -> crate::error
             Some(Ok(table)) => {
                 done.insert(table);
             }
-            Some(Err(e)) => {
-                return Err(crate::error::Error::Other(format!("a shared table's computation failed: {e}")));
-            }
+            // A computation that panicked: the others are stopped (dropping the set aborts them)
+            // and the known tables released as on success before the error is returned.
+            Some(Err(e)) => failed = Some(format!("a shared table's computation failed: {e}")),
             None => break,
         }
     }
+    drop(running);
     KEEP_KNOWN.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     drop(streaming);
     drop_known_since(session.fingerprint, &before);
-    Ok(())
+    match failed {
+        Some(e) => Err(crate::error::Error::Other(e)),
+        None => Ok(()),
+    }
 }
 
 /// The tables of `warm_for` read as they are computed, not held (see there), while it runs.
