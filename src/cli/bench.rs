@@ -560,6 +560,40 @@ fn thousands(n: f64) -> String {
 mod tests {
     use super::*;
 
+    /// The funnel check: the same cells in another order pass, days off by less than a thousandth
+    /// of a day pass, and a count, a day beyond that, a missing median or a missing cell fail.
+    #[test]
+    fn funnel_cells_match_only_when_every_count_and_day_does() {
+        let cell = |value: &str, step: i64, entered: i64, median: Option<f64>| {
+            let v = [
+                serde_json::json!("channel"),
+                serde_json::json!(value),
+                serde_json::json!(step),
+                serde_json::json!(entered),
+                serde_json::json!(median),
+                serde_json::json!(median.map(|m| m * 2.0)),
+            ];
+            Cell::of(&v.iter().collect::<Vec<_>>())
+        };
+        let ours = vec![cell("Web", 1, 10, Some(3.0)), cell("Web", 2, 4, None), cell("(unknown)", 1, 2, Some(1.5))];
+        let mut theirs = ours.clone();
+        theirs.reverse();
+        assert_eq!(Cell::differ(&ours, &theirs), None);
+        theirs[0] = cell("(unknown)", 1, 2, Some(1.5004));
+        assert_eq!(Cell::differ(&ours, &theirs), None, "within a thousandth of a day");
+        for wrong in [
+            cell("(unknown)", 1, 3, Some(1.5)),
+            cell("(unknown)", 1, 2, Some(1.502)),
+            cell("(unknown)", 1, 2, None),
+            cell("Email", 1, 2, Some(1.5)),
+        ] {
+            theirs[0] = wrong.clone();
+            assert!(Cell::differ(&ours, &theirs).is_some(), "{wrong:?} should differ");
+        }
+        assert!(Cell::differ(&ours, &ours[..2]).is_some(), "a missing cell");
+        assert!(Cell::differ(&[], &[]).is_some(), "nothing published is no match");
+    }
+
     fn m(deals: u64, unit: &str, engine: &str, seconds: f64, failed: bool) -> Measure {
         Measure {
             deals,
