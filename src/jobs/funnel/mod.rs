@@ -169,11 +169,6 @@ pub async fn entity_sql(
     if catalog.schema("work").is_none() {
         catalog.register_schema("work", Arc::new(datafusion::catalog::MemorySchemaProvider::new()))?;
     }
-    let hold = |name: String, sql: String, what: String| async move {
-        let df = ctx.sql(&sql).await.map_err(|e| plan_err(&what, e))?;
-        hold_rows(session, &format!("work.{name}"), df).await?;
-        Ok::<String, Error>(format!("work.{name}"))
-    };
     // Every step is read in its own query below: the staged tables they share are computed once,
     // with every column any of them reads.
     let mut queries = vec![entities.clone()];
@@ -200,15 +195,14 @@ pub async fn entity_sql(
     let firsts: Vec<String> = present.iter().map(|k| format!("MIN(CASE WHEN k = {k} THEN t END) AS r{k}")).collect();
     let reaches_sql =
         format!("SELECT entity_id, {} FROM ({}) AS u GROUP BY 1", firsts.join(", "), branches.join(" UNION ALL "));
-    let reaches = hold(format!("{}_reaches", journey.name), reaches_sql, "the steps".into()).await?;
+    let reaches = format!("work.{}_reaches", journey.name);
+    hold_rows(session, &reaches, ctx.sql(&reaches_sql).await.map_err(|e| plan_err("the steps", e))?).await?;
     // Entities (of any id, as each step's query returns them) with a first reach of each step.
     let counts = present.iter().map(|k| format!("COUNT(r{k})")).collect::<Vec<_>>().join(", ");
-    let counted =
-        session.collect_declared(&format!("SELECT {counts} FROM {reaches}"), "the funnel's step counts").await?;
+    let counted = counts_of(session, &format!("SELECT {counts} FROM {reaches}")).await?;
     let mut held: Vec<Option<i64>> = vec![None; journey.steps.len()];
     for (at, k) in present.iter().enumerate() {
-        let count = counted.first().map(|b| cast(b.column(at), &DataType::Int64)).transpose()?;
-        held[*k] = Some(count.and_then(|c| c.as_any().downcast_ref::<Int64Array>().map(|a| a.value(0))).unwrap_or(0));
+        held[*k] = Some(counted.get(at).copied().unwrap_or(0));
     }
     let reached_later = |k: usize| held[k + 1..].iter().flatten().any(|c| *c > 0);
     let mut kept = Vec::new();
@@ -310,9 +304,19 @@ async fn proxy_of(session: &LakeSession, reaches: &str, step: usize, later: &[us
 }
 
 async fn count_query(session: &LakeSession, sql: &str) -> Result<i64> {
+    Ok(counts_of(session, sql).await?.first().copied().unwrap_or(0))
+}
+
+/// The columns of a one-row query of counts (none returned: zeros).
+async fn counts_of(session: &LakeSession, sql: &str) -> Result<Vec<i64>> {
     let batches = session.collect_declared(sql, "a funnel step count").await?;
-    let col = batches.first().map(|b| cast(b.column(0), &DataType::Int64)).transpose()?;
-    Ok(col.and_then(|c| c.as_any().downcast_ref::<Int64Array>().map(|a| a.value(0))).unwrap_or(0))
+    let Some(b) = batches.iter().find(|b| b.num_rows() > 0) else { return Ok(Vec::new()) };
+    (0..b.num_columns())
+        .map(|at| {
+            let col = cast(b.column(at), &DataType::Int64)?;
+            Ok(col.as_any().downcast_ref::<Int64Array>().map(|a| a.value(0)).unwrap_or(0))
+        })
+        .collect()
 }
 
 /// Drops the held tables of `entity_sql`.
